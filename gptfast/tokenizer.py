@@ -140,18 +140,37 @@ class Tokenizer:
             return self._scanner.count(text, threads or default_threads())
         return dict(ref.count_tokens(text, self.pattern, self.specials))
 
-    def encode(self, text: str, threads: Optional[int] = None, source: Optional[str] = None) -> np.ndarray:
-        """Token ids as an int32 array.  A token missing from a vocabulary
-        without ``<UNK>`` raises `InputError` naming `source` and the position."""
+    def encode(
+        self,
+        text: str,
+        threads: Optional[int] = None,
+        source: Optional[str] = None,
+        dtype: Optional[np.dtype] = None,
+    ) -> np.ndarray:
+        """Token ids as an int32 array (``dtype=np.uint16`` for vocabularies up
+        to 65536 halves the memory; the C++ path writes it directly).  A token
+        missing from a vocabulary without ``<UNK>`` raises `InputError` naming
+        `source` and the character position."""
+        dtype = np.dtype(np.int32 if dtype is None else dtype)
+        if dtype not in (np.dtype(np.int32), np.dtype(np.uint16)):
+            raise ValueError(f"dtype must be int32 or uint16, got {dtype}")
+        if dtype == np.uint16 and self.vocab_size > 1 << 16:
+            raise ValueError(f"a vocabulary of {self.vocab_size} tokens does not fit in uint16")
         if self._scanner is not None and _encodable(text):
-            ids, unknown = self._scanner.encode(text, threads or default_threads())
+            ids, unknown = self._scanner.encode(text, threads or default_threads(), dtype == np.uint16)
             if unknown is not None:
                 self._raise_unknown(unknown[1], unknown[0], source)
             return ids
         try:
-            return ref.encode(text, self.pattern, self.specials, self.stoi, self.unk_id)
+            return ref.encode(text, self.pattern, self.specials, self.stoi, self.unk_id).astype(dtype, copy=False)
         except ref.UnknownToken as exc:
             self._raise_unknown(exc.token, exc.position, source)
+
+    def can_stream(self) -> bool:
+        """Whether encoding a text piece by piece, cut right after newlines,
+        gives the same ids as encoding it whole (no token can span a "\n")."""
+        program, _ = try_compile(self.pattern, self.specials)
+        return program is not None and "\n" in program.separators
 
     def _raise_unknown(self, token: str, position: int, source: Optional[str]):
         what = f"character {token!r} (U+{ord(token):04X})" if len(token) == 1 else f"token {token!r}"
