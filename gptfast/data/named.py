@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Dict, Optional
 from urllib.request import urlopen
 
 from gptfast.errors import InputError
+from gptfast.io_utils import atomic_write_bytes
 
 CACHE_ENV = "GPTFAST_CACHE"
 MAX_DOWNLOAD_BYTES = 64 << 20  # far above any entry; stops a wrong URL from filling the disk
@@ -176,19 +176,8 @@ def fetch(name: str, *, cache: Optional[Path] = None, timeout: float = 30) -> Pa
         )
 
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename: a reader never sees half a file,
-        # and an interrupted write leaves only a temp file that we remove.
-        fd, tmp = tempfile.mkstemp(prefix=f".{ds.filename}.", suffix=".part", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Temp file beside the target, then rename: a reader never sees half a file.
+        atomic_write_bytes(target, data)
     except OSError as err:
         raise InputError(f"cannot write the dataset cache ({err.strerror}); set {CACHE_ENV} to a writable folder",
                          path=str(folder)) from None
