@@ -74,9 +74,11 @@ def default_out_dir(data: Optional[Sequence[str]], tokenizer: Optional[str]) -> 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_input_error("gptfast.prepare"):
+        options = options_from_args(args)
+        options.validate()  # bad options fail before any file is read or downloaded
         out = args.out or default_out_dir(args.data, args.tokenizer)
         log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-        info = prepare_dataset(args.data, out, options_from_args(args), log=log)
+        info = prepare_dataset(args.data, out, options, log=log)
         print(info.summary())
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -76,7 +77,13 @@ class Tokenizer:
         if missing:
             raise ValueError(f"special tokens missing from the vocabulary: {missing}")
         self.unk_id: Optional[int] = self.stoi[unk_token] if unk_token else None
-        self._scanner = _make_scanner(self.pattern, self.specials, backend)
+        try:
+            ref.token_regex(self.pattern, self.specials)
+        except re.error as exc:
+            raise ValueError(f"invalid tokenizer pattern {self.pattern!r}: {exc}") from None
+        # The C++ scanner reads UTF-8; a token holding a lone surrogate has none.
+        encodable = all(_encodable(t) for t in self.vocab)
+        self._scanner = _make_scanner(self.pattern, self.specials, backend) if encodable else None
         if self._scanner is not None:
             self._scanner.set_vocab(self.vocab, -1 if self.unk_id is None else self.unk_id)
 
@@ -204,6 +211,15 @@ class Tokenizer:
     def from_dict(cls, d: dict, source: str = "<tokenizer>", backend: str = "auto") -> "Tokenizer":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise InputError(f"not a gptfast tokenizer (expected \"format\": \"{FORMAT}\")", path=source)
+        def is_str_list(v) -> bool:
+            return isinstance(v, list) and all(isinstance(t, str) for t in v)
+
+        for name in ("vocab", "specials", "line_breaks"):
+            if name in d and not is_str_list(d[name]):
+                raise InputError(f"invalid tokenizer: {name!r} must be a list of strings", path=source)
+        for name in ("pattern", "unk_token"):
+            if d.get(name) is not None and not isinstance(d[name], str):
+                raise InputError(f"invalid tokenizer: {name!r} must be a string or null", path=source)
         try:
             return cls(
                 d["kind"], d["vocab"], d.get("specials", []), d.get("pattern"),

@@ -1,7 +1,16 @@
 """Shared test helpers."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import torch
+
+if not torch.cuda.is_available():
+    # Without a GPU the Triton kernels run in Triton's interpreter on CPU
+    # tensors. Triton reads this variable when triton is first imported and
+    # when each kernel module is imported, so it must be set before both.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 

@@ -18,7 +18,11 @@ from gptfast.data.whatsapp import looks_like_whatsapp
 from gptfast.errors import InputError
 
 FORMATS = ("auto", "text", "whatsapp")
-DEFAULT_CHUNK_BYTES = 16 << 20  # streaming granularity: memory stays ~3x this
+# Streaming granularity.  Preparing holds about 15x one piece at its peak (the
+# read buffers, the str, its UTF-8 copy for the C++ scanner, the ids), so
+# 4 MB pieces keep it near 70 MB whatever the corpus size; larger pieces are
+# no faster (measured: 2-16 MB pieces encode at the same speed).
+DEFAULT_CHUNK_BYTES = 4 << 20
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -73,6 +74,12 @@ class PrepareOptions:
             raise InputError(f"shuffle_sentences must be >= 0, got {self.shuffle_sentences}")
         if any(not s or "\n" in s for s in self.specials):
             raise InputError("special tokens must be non-empty and hold no newline")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise InputError(f"invalid word pattern '{self.pattern}' ({exc}); "
+                                 "expected a Python regular expression") from None
 
     def key(self) -> dict:
         """The options that change the dataset (not threads or piece size)."""
@@ -142,8 +149,12 @@ def load_dataset(path: Union[str, Path]) -> DatasetInfo:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(f'not a gptfast dataset (expected "format": "{FORMAT}")', path=str(meta_path))
     info = DatasetInfo(path, meta, Tokenizer.from_dict(meta.get("tokenizer"), source=str(meta_path)))
-    for split in SPLITS:
-        expected = meta["splits"][split]["tokens"] * info.dtype.itemsize
+    try:
+        sizes = {split: int(meta["splits"][split]["tokens"]) * info.dtype.itemsize for split in SPLITS}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"corrupt dataset metadata (bad or missing splits/dtype: {exc!r}); "
+                         "prepare the dataset again", path=str(meta_path)) from None
+    for split, expected in sizes.items():
         f = path / f"{split}.bin"
         size = f.stat().st_size if f.exists() else -1
         if size != expected:
@@ -202,8 +213,11 @@ def prepare_dataset(
     log(f"vocabulary: {tokenizer.vocab_size:,} tokens")
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
+    except OSError as err:  # a file in the way, no permission
+        raise _write_error(err, out_dir) from None
     try:
         meta = _write_splits(work, pieces, tokenizer, options, log)
         meta.update(
@@ -214,13 +228,28 @@ def prepare_dataset(
             specials=tokenizer.specials,
         )
         meta["stats"]["seconds"] = time.perf_counter() - t0
-        for split in SPLITS:  # ids first, metadata last: meta.json marks a complete dataset
-            (work / f"{split}.bin").replace(out_dir / f"{split}.bin")
-        atomic_write_text(out_dir / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1))
+        # Everything is written (and may fail, e.g. a full disk) before the
+        # first file in out_dir is touched.  Then: the old meta.json goes
+        # first, ids next, metadata last, all renames: meta.json marks a
+        # complete dataset, and a crash in between leaves a folder that
+        # load_dataset refuses, never old metadata beside new ids.
+        atomic_write_text(work / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1))
+        (out_dir / "meta.json").unlink(missing_ok=True)
         fsync_dir(out_dir)
+        for split in SPLITS:
+            (work / f"{split}.bin").replace(out_dir / f"{split}.bin")
+        (work / "meta.json").replace(out_dir / "meta.json")
+        fsync_dir(out_dir)
+    except OSError as err:  # a full disk, a folder made read-only meanwhile
+        raise _write_error(err, out_dir) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return DatasetInfo(out_dir, meta, tokenizer)
+
+
+def _write_error(err: OSError, out_dir: Path) -> InputError:
+    return InputError(f"cannot write the dataset ({err.strerror or err}); expected a writable folder "
+                      "with free space", path=str(err.filename or out_dir))
 
 
 def _read_chat(source: corpus_mod.CorpusSource, options: PrepareOptions):

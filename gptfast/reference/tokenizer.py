@@ -21,17 +21,30 @@ DEFAULT_WORD_PATTERN = r"\d|\w+|[^\s]"
 CHAR_PATTERN = r"(?s:.)"
 
 
+# Global inline flags such as "(?s)" or "(?x)" must open the whole regex, so
+# a pattern that starts with them is rewritten as a scoped group "(?s:...)".
+_LEADING_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+
+
 def token_regex(pattern: str, specials: Sequence[str]) -> "re.Pattern[str]":
     """Specials first (escaped, in list order), then the user's pattern."""
-    alternatives = [re.escape(s) for s in specials] + [f"(?:{pattern})"]
-    return re.compile("|".join(alternatives))
+    m = _LEADING_FLAGS.match(pattern)
+    if m:
+        # In verbose mode a trailing comment would swallow the ")": end the line first.
+        tail = "\n" if "x" in m.group(1) else ""
+        body = f"(?{m.group(1)}:{pattern[m.end():]}{tail})"
+    else:
+        body = f"(?:{pattern})"
+    return re.compile("|".join([re.escape(s) for s in specials] + [body]))
 
 
 def split_tokens(text: str, pattern: str, specials: Sequence[str] = ()) -> List[str]:
+    """Every non-empty match (a pattern that can match "" would otherwise
+    yield empty tokens between characters)."""
     rx = token_regex(pattern, specials)
     if rx.groups == 0:
-        return rx.findall(text)
-    return [m.group(0) for m in rx.finditer(text)]  # user pattern has groups
+        return [t for t in rx.findall(text) if t]
+    return [m.group(0) for m in rx.finditer(text) if m.end() > m.start()]
 
 
 def count_tokens(text: str, pattern: str, specials: Sequence[str] = ()) -> Counter:
@@ -57,6 +70,8 @@ def encode(
     rx = token_regex(pattern, specials)
     ids: List[int] = []
     for m in rx.finditer(text):
+        if m.end() == m.start():
+            continue  # empty match: no token
         tid = stoi.get(m.group(0), unk_id)
         if tid is None:
             raise UnknownToken(m.group(0), m.start())
