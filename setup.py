@@ -7,6 +7,12 @@ pure-Python reference, and ``import gptfast`` says so once.  Set
 
 Objects are compiled in parallel by ninja when it is available (it is a build
 requirement in pyproject.toml) and one by one by setuptools otherwise.
+
+The decoding engine's kernels (csrc/matvec.cpp) use AVX2/FMA/F16C when the
+compiler targets them, so a local build adds ``-march=native`` (when the
+compiler accepts it).  Set ``GPTFAST_PORTABLE=1`` to leave it out, e.g. for a
+wheel that must run on other machines; the kernels then use their portable
+C++ fallback.
 """
 import os
 import shlex
@@ -53,9 +59,22 @@ def _ninja_executable():
         return None
 
 
+def _native_arch_flags(compiler) -> list:
+    """["-march=native"] for a local build with a compiler that accepts it, else []."""
+    if os.environ.get("GPTFAST_PORTABLE") == "1" or compiler.compiler_type != "unix":
+        return []
+    probe = [compiler.compiler_so[0], "-march=native", "-x", "c++", "-c", os.devnull, "-o", os.devnull]
+    try:
+        ok = subprocess.run(probe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    except OSError:
+        ok = False
+    return ["-march=native"] if ok else []
+
+
 class OptionalNinjaBuildExt(build_ext):
     def build_extension(self, ext):
         try:
+            ext.extra_compile_args = list(ext.extra_compile_args) + _native_arch_flags(self.compiler)
             gen = _generated_dir(self.build_temp)
             _write_unicode_tables(gen)
             ext.include_dirs.append(str(gen))

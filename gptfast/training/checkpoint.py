@@ -99,6 +99,7 @@ def save_checkpoint(dest: Union[str, Path], model: nn.Module, meta: Dict[str, An
     dest.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "version": VERSION, **meta}
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is an ordinary folder
     try:
         atomic_write_bytes(tmp / MODEL_FILE, st_save(model_tensors(model), metadata={"format": FORMAT}))
         if optimizer is not None:
@@ -144,12 +145,9 @@ def resolve_checkpoint(path: Union[str, Path], which: str = "last") -> Path:
                           path=str(p))
 
 
-def load_checkpoint(path: Union[str, Path], which: str = "last", with_optimizer: bool = True) -> Checkpoint:
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
-
-    folder = resolve_checkpoint(path, which)
-    meta_path = folder / META_FILE
+def read_meta(folder: Path) -> Dict[str, Any]:
+    """checkpoint.json of a checkpoint folder, checked for the format tag."""
+    meta_path = Path(folder) / META_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -161,6 +159,15 @@ def load_checkpoint(path: Union[str, Path], which: str = "last", with_optimizer:
     for key in ("model_config", "tokenizer", "iter"):
         if key not in meta:
             raise CheckpointError(f"corrupt checkpoint metadata (no {key!r})", path=str(meta_path))
+    return meta
+
+
+def load_checkpoint(path: Union[str, Path], which: str = "last", with_optimizer: bool = True) -> Checkpoint:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    folder = resolve_checkpoint(path, which)
+    meta = read_meta(folder)
 
     def read_tensors(name: str) -> Dict[str, torch.Tensor]:
         f = folder / name
@@ -168,7 +175,9 @@ def load_checkpoint(path: Union[str, Path], which: str = "last", with_optimizer:
             data = f.read_bytes()
         except OSError as err:
             raise CheckpointError(f"cannot read ({err.strerror or err})", path=str(f)) from None
-        if data[:2] == b"\x80\x02" or data[:2] in (b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:2] == b"PK":
+        # safetensors: an 8-byte header length, then a JSON header starting "{".
+        looks_pickled = data[:1] == b"\x80" or data[:2] == b"PK"
+        if data[8:9] != b"{" and looks_pickled:
             raise CheckpointError("this is a pickle/torch.save file, not safetensors; gptfast never unpickles "
                                   "checkpoints (convert the weights to safetensors)", path=str(f))
         try:

@@ -74,6 +74,7 @@ class TrainConfig:
     eval_iters: int = 50
     log_interval: int = 10
     sample_tokens: int = 200                  # printed at each evaluation; 0: none
+    plot: bool = True                         # refresh loss.png at each evaluation
     out: Optional[str] = None
     init_from: Optional[str] = None
     # -- hardware ----------------------------------------------------------
@@ -176,3 +177,20 @@ def load_config_file(path: str) -> Dict[str, Any]:
         else:
             flat[key.replace("-", "_")] = value
     return flat
+
+
+def config_for_resume(saved: Dict[str, Any], given: Dict[str, Any], source: str) -> TrainConfig:
+    """The saved run's config with the options given now applied; options
+    that change what is trained (model, data, tokenizer) must not differ."""
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{source}: the checkpoint holds no training config; use --init-from instead")
+    try:
+        cfg = TrainConfig.from_dict(saved, source)
+    except TypeError as err:
+        raise ConfigError(f"{source}: corrupt training config in the checkpoint ({err})") from None
+    clash = {k: v for k, v in given.items() if k in STRUCTURAL and v != getattr(cfg, k)}
+    if clash:
+        raise ConfigError(f"{source}: cannot resume with a different "
+                          + ", ".join(f"{k} ({getattr(cfg, k)!r} in the run, {v!r} now)" for k, v in clash.items())
+                          + "; drop these options, or start a new run with --init-from")
+    return cfg.replace(**given)

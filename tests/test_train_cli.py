@@ -1,0 +1,120 @@
+"""python -m gptfast.train: a working run, and one clear line + exit code 2
+(no traceback) for every bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptfast.train import build_parser, config_from_args
+from gptfast.training.loop import train
+from train_helpers import TEXT, prepared, tiny_config, one_thread  # noqa: F401 (autouse fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
+        "--eval-iters", "2", "--sample-tokens", "0", "--no-plot", "--device", "cpu", "--plain"]
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("WORLD_SIZE", None)
+    env["OMP_NUM_THREADS"] = "1"  # tiny models; many processes share two cores
+    return env
+
+
+def run_many(cwd: Path, argvs):
+    """Start every command at once (the interpreter start dominates), then wait."""
+    procs = [subprocess.Popen([sys.executable, "-m", "gptfast.train", *a], cwd=cwd, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a in argvs]
+    return [(p.wait(timeout=120), *p.communicate()) for p in procs]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    data = prepared(tmp)
+    run = train(tiny_config(data, tmp / "run", max_iters=4, eval_interval=2), progress="quiet", log=lambda m: None)
+    (tmp / "book.txt").write_text(TEXT, encoding="utf-8")
+    return tmp, data, run.run_dir
+
+
+def test_cli_trains_and_resumes(setup):
+    tmp, data, _ = setup
+    (tmp / "cfg.toml").write_text('max_iters = 3\neval_interval = 3\n[model]\nn_layer = 1\n')
+    (rc, out, err), = run_many(tmp, [["--data", "book.txt", "--config", "cfg.toml", "--out", "r", *TINY]])
+    assert rc == 0, err
+    assert "stopped (max_iters) at iter 3" in out
+    assert "preparing the dataset" in err and "iter 3/3 | loss" in err
+    saved = json.loads((tmp / "r" / "config.json").read_text())
+    assert saved["max_iters"] == 3 and saved["n_layer"] == 1
+    (rc, out, err), (rc2, out2, err2) = run_many(tmp, [["--resume", "r", "--max-iters", "5", "--quiet"],
+                                                       ["--data", "book.txt", "--out", "r2", "--max-iters", "1", *TINY]])
+    assert rc == 0, err
+    assert "at iter 5" in out
+    assert rc2 == 0 and "reusing the prepared dataset" in err2   # unchanged source: not prepared again
+
+
+def _corrupt_copies(tmp: Path, run: Path):
+    cases = {}
+    for name in ("bad_json", "foreign", "pickled"):
+        dst = tmp / name
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(run, dst)
+        cases[name] = dst
+    (cases["bad_json"] / "last" / "checkpoint.json").write_text("{oops")
+    meta = json.loads((cases["foreign"] / "last" / "checkpoint.json").read_text())
+    meta["model_config"]["n_embd"] = 64            # weights no longer fit the declared model
+    meta["train_config"]["n_embd"] = 64
+    (cases["foreign"] / "last" / "checkpoint.json").write_text(json.dumps(meta))
+    torch.save({"w": torch.zeros(2)}, cases["pickled"] / "last" / "model.safetensors")
+    return cases
+
+
+def test_bad_inputs_one_line_exit_2(setup):
+    tmp, data, run = setup
+    c = _corrupt_copies(tmp, run)
+    (tmp / "words.txt").write_text(TEXT, encoding="utf-8")
+    cases = {
+        "missing data": (["--data", "nope.txt"], "nope.txt"),
+        "unknown preset": (["--data", "book.txt", "--preset", "huge"], "unknown model preset 'huge'"),
+        "bad override": (["--data", "book.txt", "--n-layer", "zero"], "--n-layer"),
+        "bad dropout": (["--data", "book.txt", "--dropout", "1.5"], "dropout"),
+        "bad heads": (["--data", "book.txt", "--n-embd", "2", "--n-head", "4"], "n_head"),
+        "bad config file": (["--config", "missing.toml"], "missing.toml"),
+        "corrupt checkpoint": (["--resume", str(c["bad_json"])], "corrupt checkpoint metadata"),
+        "foreign checkpoint": (["--resume", str(c["foreign"])], "do not fit"),
+        "pickle checkpoint": (["--resume", str(c["pickled"])], "pickle"),
+        "not a run": (["--resume", str(tmp)], "not a gptfast run directory"),
+        "resume incompatible": (["--resume", str(run), "--n-embd", "64"], "cannot resume"),
+        "init-from other tokenizer": (["--data", "words.txt", "--tokenizer", "word", "--init-from", str(run),
+                                       "--out", "ft", *TINY], "tokenizer"),
+    }
+    results = run_many(tmp, [argv for argv, _ in cases.values()])
+    for (name, (argv, expected)), (rc, out, err) in zip(cases.items(), results):
+        lines = err.strip().splitlines()
+        assert rc == 2, (name, err)
+        assert "Traceback" not in err, (name, err)
+        assert len(lines) == 1 or all("preparing" in l or "reading" in l or "vocabulary" in l or "encoded" in l
+                                      for l in lines[:-1]), (name, err)
+        assert expected in lines[-1] and "error" in lines[-1], (name, lines[-1])
+
+
+def test_help_is_grouped():
+    text = build_parser().format_help()
+    for group in ("run:", "data", "model", "optimization:", "evaluation and logging:", "hardware:"):
+        assert group in text
+    for flag in ("--resume", "--init-from", "--max-minutes", "--lr-schedule", "--compile", "--plain", "--bias"):
+        assert flag in text
+
+
+def test_precedence_defaults_file_cli(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"lr": 0.5, "max_iters": 7}))
+    cfg, resume, progress = config_from_args(build_parser().parse_args(["--config", str(f), "--lr", "0.1", "--quiet"]))
+    assert (cfg.lr, cfg.max_iters, cfg.batch_size, resume, progress) == (0.1, 7, 32, None, "quiet")
