@@ -66,8 +66,11 @@ py::tuple encode_to_numpy(const Scanner& sc, const py::str& text, int threads) {
 
 }  // namespace
 
+void bind_sampler(py::module_& m);  // the decoding engine: see the section at the end of this file
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "gptfast native core: tokenizer scanner (see csrc/)";
+  bind_sampler(m);
 
   py::class_<Scanner>(m, "Scanner")
       .def(py::init([](const py::list& branches, const std::string& separators) {
@@ -124,4 +127,194 @@ PYBIND11_MODULE(_C, m) {
         return py::bytes(table);
       },
       "The \\w/\\d/\\s flags the scanner uses, for every code point.");
+}
+
+// ===========================================================================
+// Decoding engine (csrc/sampler.h, csrc/sampling.h): bind_sampler.
+// gptfast/engine.py is the Python API on top of this; it prepares the weights
+// (rounding to 16 bits with PyTorch, so the engine's weights are exactly the
+// rounded model's) and owns the policy (stop strings, defaults).
+// ===========================================================================
+
+#include <cstring>
+
+#include "rng.h"
+#include "sampler.h"
+
+namespace {
+
+gptfast::TensorMap tensor_map(const py::dict& tensors, std::vector<py::array>& keep_alive) {
+  gptfast::TensorMap out;
+  for (const auto& item : tensors) {
+    const std::string name = item.first.cast<std::string>();
+    py::array a = py::reinterpret_borrow<py::array>(item.second);
+    if (py::isinstance<py::array_t<float>>(a)) {
+      a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+    } else if (a.dtype().kind() == 'u' && a.itemsize() == 2) {
+      a = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    } else {
+      throw py::type_error(name + ": expected a float32 or uint16 (16-bit weight bits) array");
+    }
+    keep_alive.push_back(a);
+    gptfast::TensorView v;
+    v.data = a.data();
+    v.is_float32 = a.itemsize() == 4;
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) v.shape.push_back(a.shape(d));
+    out[name] = std::move(v);
+  }
+  return out;
+}
+
+gptfast::WeightType weight_type_from(const std::string& name) {
+  if (name == "float32") return gptfast::WeightType::F32;
+  if (name == "float16") return gptfast::WeightType::F16;
+  if (name == "bfloat16") return gptfast::WeightType::BF16;
+  throw py::value_error("weight dtype must be float32, float16 or bfloat16, got " + name);
+}
+
+}  // namespace
+
+void bind_sampler(py::module_& m) {
+  using gptfast::Engine;
+  using gptfast::SamplingParams;
+
+  // std::invalid_argument (bad requests) reaches Python as ValueError: pybind11's default translation.
+  py::class_<SamplingParams>(m, "SamplingParams")
+      .def(py::init([](double temperature, int top_k, double top_p, double repetition_penalty,
+                       std::vector<int> banned_ids) {
+             SamplingParams p;
+             p.temperature = temperature;
+             p.top_k = top_k;
+             p.top_p = top_p;
+             p.repetition_penalty = repetition_penalty;
+             p.banned_ids = std::move(banned_ids);
+             return p;
+           }),
+           py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
+           py::arg("repetition_penalty") = 1.0, py::arg("banned_ids") = std::vector<int>{})
+      .def_readonly("temperature", &SamplingParams::temperature)
+      .def_readonly("top_k", &SamplingParams::top_k)
+      .def_readonly("top_p", &SamplingParams::top_p)
+      .def_readonly("repetition_penalty", &SamplingParams::repetition_penalty)
+      .def_readonly("banned_ids", &SamplingParams::banned_ids);
+
+  m.def(
+      "sample_from_logits",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> logits, const SamplingParams& params,
+         uint64_t seed, uint64_t seq, uint64_t step, const std::vector<int>& history) {
+        if (logits.ndim() != 1 || logits.shape(0) == 0) throw py::value_error("logits must be a non-empty 1-D array");
+        const int V = static_cast<int>(logits.shape(0));
+        params.validate(V);
+        std::vector<uint8_t> seen(V, 0);
+        for (int t : history) {
+          if (t < 0 || t >= V) throw py::value_error("history token " + std::to_string(t) + " is outside the vocabulary");
+          seen[t] = 1;
+        }
+        gptfast::SamplerWorkspace ws;
+        return gptfast::choose_token(logits.data(), V, params, seen.data(), seed, seq, step, ws);
+      },
+      py::arg("logits"), py::arg("params"), py::arg("seed"), py::arg("seq") = 0, py::arg("step") = 0,
+      py::arg("history") = std::vector<int>{},
+      "The engine's token choice for one row of float32 logits (see csrc/sampling.h).");
+
+  m.def("uniform", &gptfast::counter_uniform, py::arg("seed"), py::arg("seq"), py::arg("step"),
+        "The sampler's counter-based uniform in [0, 1) (csrc/rng.h).");
+  m.def("simd_enabled", &gptfast::simd_enabled, "Whether the AVX2/FMA/F16C kernels were compiled in.");
+
+  py::class_<Engine>(m, "Engine")
+      .def(py::init([](int vocab_size, int block_size, int n_layer, int n_head, int n_embd, double ln_eps,
+                       const py::dict& tensors, const std::string& dtype, int threads) {
+             gptfast::ModelShape s;
+             s.vocab_size = vocab_size;
+             s.block_size = block_size;
+             s.n_layer = n_layer;
+             s.n_head = n_head;
+             s.n_embd = n_embd;
+             s.ln_eps = static_cast<float>(ln_eps);
+             std::vector<py::array> keep_alive;
+             const gptfast::TensorMap map = tensor_map(tensors, keep_alive);
+             const gptfast::WeightType type = weight_type_from(dtype);
+             py::gil_scoped_release release;
+             return new Engine(s, map, type, threads);
+           }),
+           py::arg("vocab_size"), py::arg("block_size"), py::arg("n_layer"), py::arg("n_head"), py::arg("n_embd"),
+           py::arg("ln_eps"), py::arg("tensors"), py::arg("dtype") = "float32", py::arg("threads") = 1)
+      .def_property_readonly("threads", &Engine::threads)
+      .def_property_readonly("dtype", [](const Engine& e) { return gptfast::weight_type_name(e.weight_type()); })
+      .def_property_readonly("weight_bytes_per_step", &Engine::weight_bytes_per_step)
+      .def(
+          "forward_logits",
+          [](Engine& e, const std::vector<int>& tokens) {
+            std::vector<float> out;
+            {
+              py::gil_scoped_release release;
+              e.forward_logits(tokens, out);
+            }
+            const py::ssize_t T = static_cast<py::ssize_t>(tokens.size()), V = e.shape().vocab_size;
+            py::array_t<float> a({T, V});
+            std::memcpy(a.mutable_data(), out.data(), out.size() * sizeof(float));
+            return a;
+          },
+          py::arg("tokens"), "Logits (T, vocab) float32 of tokens at positions 0..T-1.")
+      .def(
+          "generate",
+          [](Engine& e, const std::vector<std::vector<int>>& prompts, int max_new_tokens,
+             const SamplingParams& params, uint64_t seed, const std::vector<uint64_t>& seq_ids,
+             const std::vector<int>& stop_ids, int window_keep, const py::object& callback, int callback_every) {
+            gptfast::GenerateRequest req;
+            req.prompts = prompts;
+            req.max_new_tokens = max_new_tokens;
+            req.params = params;
+            req.seed = seed;
+            req.seq_ids = seq_ids;
+            req.stop_ids = stop_ids;
+            req.window_keep = window_keep;
+            req.callback_every = callback.is_none() ? 1 : callback_every;
+            // Called every step even without a user callback, so Ctrl-C
+            // (PyErr_CheckSignals) stops a long generation.  A Python
+            // exception is kept, generation stops, and it is re-raised here.
+            std::exception_ptr error;
+            gptfast::StreamCallback cb = [&](const std::vector<std::vector<int>>& fresh, std::vector<uint8_t>& stop) {
+              py::gil_scoped_acquire acquire;
+              try {
+                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                if (callback.is_none()) return true;
+                py::object r = callback(py::cast(fresh));
+                if (r.is_none()) return true;
+                if (py::isinstance<py::bool_>(r)) return r.cast<bool>();
+                for (const auto& item : r) {
+                  const int b = item.cast<int>();
+                  if (b < 0 || b >= static_cast<int>(stop.size()))
+                    throw py::value_error("callback asked to stop sequence " + std::to_string(b) + " of " +
+                                          std::to_string(stop.size()));
+                  stop[b] = 1;
+                }
+                return true;
+              } catch (...) {
+                error = std::current_exception();
+                return false;
+              }
+            };
+            gptfast::GenerateResult r;
+            {
+              py::gil_scoped_release release;
+              r = e.generate(req, cb);
+            }
+            if (error) std::rethrow_exception(error);
+            py::list finish;
+            for (auto f : r.finish) finish.append(gptfast::finish_name(f));
+            py::dict stats;
+            stats["prefill_rows"] = r.prefill_rows;
+            stats["first_token_s"] = r.first_token_s;
+            stats["linear_s"] = r.linear_s;
+            stats["attention_s"] = r.attention_s;
+            stats["other_forward_s"] = r.other_forward_s;
+            stats["sampling_s"] = r.sampling_s;
+            stats["callback_s"] = r.callback_s;
+            return py::make_tuple(r.tokens, finish, stats);
+          },
+          py::arg("prompts"), py::arg("max_new_tokens"), py::arg("params"), py::arg("seed") = 0,
+          py::arg("seq_ids") = std::vector<uint64_t>{}, py::arg("stop_ids") = std::vector<int>{},
+          py::arg("window_keep") = 0, py::arg("callback") = py::none(), py::arg("callback_every") = 1,
+          "(tokens per sequence, finish reason per sequence, stats); see csrc/sampler.h.");
 }

@@ -44,7 +44,7 @@ def main(out_path: str) -> None:
         "#include <cstdint>",
         "namespace gptfast { namespace unicode_tables {",
         f"constexpr int kWord = {WORD}, kDigit = {DIGIT}, kSpace = {SPACE};",
-        f"constexpr int kBlockShift = 8;",
+        "constexpr int kBlockShift = 8;",
         f"static const uint16_t kStage1[{len(stage1)}] = {{{','.join(map(str, stage1))}}};",
         f"static const uint8_t kStage2[{len(blocks) * BLOCK}] = {{",
     ]

@@ -7,6 +7,12 @@
 #include "unicode_tables.h"  // generated at build time by gen_unicode_tables.py
 #include "utf8.h"
 
+#if defined(__GNUC__)
+#define GPTFAST_HOT_INLINE __attribute__((always_inline)) inline
+#else
+#define GPTFAST_HOT_INLINE inline
+#endif
+
 namespace gptfast {
 
 uint8_t unicode_flags(uint32_t cp) {
@@ -83,6 +89,11 @@ void Scanner::set_vocab(const std::vector<std::string>& tokens, int32_t unk_id) 
     const bool plain = c < 128 && !literal_first_[c] && c < codepoint_ids_.size();
     ascii_char_ids_[c] = plain ? codepoint_ids_[c] : -1;
   }
+  for (uint32_t cp = 0x80; cp < 0x800; ++cp) {
+    const uint8_t lead = static_cast<uint8_t>(0xC0 | (cp >> 6));
+    const bool plain = !literal_first_[lead] && cp < codepoint_ids_.size();
+    two_byte_char_ids_[cp] = plain ? codepoint_ids_[cp] : -1;
+  }
 }
 
 // Short literals: an inline byte loop beats a call to memcmp.
@@ -93,7 +104,8 @@ static inline bool starts_with(const uint8_t* s, size_t avail, const std::string
   return true;
 }
 
-size_t Scanner::extend_run(const Branch& br, const uint8_t* s, size_t i, int len0, size_t n) const {
+// Inlined into the scan loop: it runs once per token.
+GPTFAST_HOT_INLINE size_t Scanner::extend_run(const Branch& br, const uint8_t* s, size_t i, int len0, size_t n) const {
   size_t j = i + len0;
   if (br.max_repeat == 1) return j;
   if (br.max_repeat < 0 && br.min_repeat <= 1) {  // "+": no counting needed
@@ -130,7 +142,7 @@ size_t Scanner::extend_run(const Branch& br, const uint8_t* s, size_t i, int len
   return count >= static_cast<size_t>(br.min_repeat) ? j : i;
 }
 
-size_t Scanner::match_at(const uint8_t* s, size_t i, size_t n) const {
+GPTFAST_HOT_INLINE size_t Scanner::match_at(const uint8_t* s, size_t i, size_t n) const {
   const uint8_t b0 = s[i];
   if (b0 < 0x80) {
     if (ascii_dead_[b0]) return i;
@@ -240,8 +252,22 @@ EncodeResult Scanner::encode_chars(const uint8_t* s, size_t begin, size_t end, c
   const size_t n_literals = branches_.size() - 1;
   size_t i = begin;
   while (i < end) {
-    // Hot loop: ASCII characters that start no special token.
-    for (int32_t id; i < end && (id = ascii_char_ids_[s[i]]) >= 0; ++i) out[k++] = static_cast<Id>(id);
+    // Hot loop: one- and two-byte characters that start no special token
+    // and are in the vocabulary; anything else takes the general path below.
+    while (i < end) {
+      const uint8_t b = s[i];
+      int32_t id;
+      if (b < 0x80) {
+        if ((id = ascii_char_ids_[b]) < 0) break;
+        ++i;
+      } else if ((b & 0xE0) == 0xC0 && i + 1 < end) {
+        if ((id = two_byte_char_ids_[((b & 0x1Fu) << 6) | (s[i + 1] & 0x3Fu)]) < 0) break;
+        i += 2;
+      } else {
+        break;
+      }
+      out[k++] = static_cast<Id>(id);
+    }
     if (i >= end) break;
     const uint8_t b0 = s[i];
     if (literal_first_[b0]) {  // specials first, in list order

@@ -95,6 +95,9 @@ class Scanner {
   // Char level: the id of each ASCII char that starts no literal, else -1
   // (filled by set_vocab) - the hot loop of char-level encoding.
   int32_t ascii_char_ids_[256] = {};
+  // Same for two-byte characters (U+0080..U+07FF: Latin accents, Greek,
+  // Cyrillic...), indexed by code point, so accented text stays in the loop.
+  std::vector<int32_t> two_byte_char_ids_ = std::vector<int32_t>(0x800, -1);
   // Char-level programs (literals, then one single "any character" class)
   // take a dedicated loop with direct code point lookups.
   bool char_level_ = false;

@@ -15,7 +15,6 @@ user asked to change.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, Dict, Optional, Sequence
 
 from gptfast.cli import ArgumentParser

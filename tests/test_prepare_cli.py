@@ -5,7 +5,6 @@ Bad input must give exit code 2 and exactly one line on stderr, no traceback
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -184,14 +183,15 @@ def test_default_out_dir(cwd):
 
 
 def test_quickstart(cwd):
-    proc = run(["--out", "tmp", "--quiet"], cwd, module="gptfast")
+    """The main job: prepare the embedded corpus, train a few steps, sample."""
+    proc = run(["--out", "run", "--max-iters", "3", "--sample-tokens", "20"], cwd, module="gptfast")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    info = load_dataset(cwd / "tmp")
+    info = load_dataset(cwd / "out" / "data" / "python-docs-auto")
     assert info.tokenizer.kind == "char" and info.tokenizer.vocab_size <= 96
-    assert "vocabulary" in proc.stdout and "tokens" in proc.stdout
-    meta = json.loads((cwd / "tmp" / "meta.json").read_text(encoding="utf-8"))
-    assert meta["source"]["name"] == "python-docs"
+    assert "vocabulary" in proc.stdout and "tokens" in proc.stdout and "trained 3 steps" in proc.stdout
+    assert info.meta["source"]["name"] == "python-docs"
+    assert (cwd / "run" / "last" / "model.safetensors").is_file()
 
 
 def test_quickstart_bad_input_contract(cwd):

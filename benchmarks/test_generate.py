@@ -1,0 +1,177 @@
+"""Decoding throughput: the C++ engine vs the PyTorch loops it replaces.
+
+    pytest benchmarks/test_generate.py                       # measure, print ratios
+    pytest benchmarks/test_generate.py --benchmark-disable   # smoke: each runs once
+
+Model: the `quijote` preset dims (n_embd 384, 6 heads, 6 layers, block 256,
+vocab 92, 10.8M parameters) with random weights.  Every run decodes 256 new
+tokens after a 1-token prompt (so the window never slides) with temperature
+1.0 sampling; tokens/s are per second of the median round.
+
+  C++ engine     2 threads: float32, float16, bfloat16; batch 1 and batch 8
+                 (aggregate tokens/s); float32 on 1 thread for the scaling.
+  torch KV loop  gptfast.reference.generate.kv_generate (the fast model's KV
+                 cache, one forward per token, Python sampler), 2 threads, and
+                 1 thread (often faster on a shared machine).
+  naive loop     the seeds' loop (reference per-head model, full forward of
+                 the context per token).  It is slow, so it decodes 32 tokens
+                 after a 112-token prompt: contexts 112..143, whose mean (~128)
+                 is the mean context of the 256-token runs it is compared to.
+Also: weight traffic per token (bytes of every matrix read once per step) in
+GB/s, against a 256 MB numpy copy (read + write) measured in the same run; and
+the time to first token for a 256-token prompt (prefill + one sample).  The
+C++ runs' extra_info also splits a decoding step: ms in the linear layers,
+attention, the rest of the forward, sampling and the (Ctrl-C checking) callback.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from gptfast import _backend
+from gptfast.config import preset
+from gptfast.engine import CppEngine
+from gptfast.model import GPT
+from gptfast.reference.generate import kv_generate, naive_generate
+from gptfast.reference.model import GPTLanguageModel
+from gptfast.sampling import SamplingParams
+from gptfast.weights_mapping import fast_to_reference
+
+NEW_TOKENS = 256
+NAIVE_PROMPT, NAIVE_TOKENS = 112, 32
+THREADS = 2
+PARAMS = SamplingParams(temperature=1.0)
+FAST = dict(rounds=7, iterations=1, warmup_rounds=1)
+SLOW = dict(rounds=3, iterations=1)
+
+PERF_REPORT = [
+    ("C++ fp32 / naive loop", "C++ fp32", "naive loop", 25.0),
+    ("C++ fp32 / torch KV loop", "C++ fp32", "torch KV loop", 5.0),
+    ("C++ fp32 / torch KV loop 1 thread", "C++ fp32", "torch KV loop 1 thread", None),
+    ("C++ fp16 / C++ fp32", "C++ fp16", "C++ fp32", 1.6),
+    ("C++ bf16 / C++ fp32", "C++ bf16", "C++ fp32", 1.6),
+    ("C++ fp32 batch 8 / batch 1 (aggregate)", "C++ fp32 batch 8", "C++ fp32", 4.0),
+    ("C++ fp16 batch 8 / batch 1 (aggregate)", "C++ fp16 batch 8", "C++ fp16", 4.0),
+    ("C++ fp32 2 threads / 1 thread", "C++ fp32", "C++ fp32 1 thread", None),
+    ("C++ fp32 weight GB/s / numpy copy GB/s", "C++ fp32 weights", "numpy copy 256 MB", None),
+    ("C++ fp16 weight GB/s / numpy copy GB/s", "C++ fp16 weights", "numpy copy 256 MB", None),
+    ("time to first token: torch prefill / C++ fp32", "TTFT torch prefill", "TTFT C++ fp32", None),
+]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    if _backend._C is None:
+        pytest.fail(f"gptfast._C is not built ({_backend._IMPORT_ERROR})")
+    torch.manual_seed(0)
+    return GPT(preset("quijote", dropout=0.0), backend="sdpa").eval()
+
+
+@pytest.fixture(scope="module")
+def engines(model):
+    return {dtype: CppEngine.from_model(model, dtype=dtype, threads=THREADS)
+            for dtype in ("float32", "float16", "bfloat16")}
+
+
+def run_cpp(engine: CppEngine, batch: int) -> int:
+    out = engine.generate([[1]] * batch, NEW_TOKENS, PARAMS, seed=0)
+    return sum(len(g.tokens) for g in out)
+
+
+def step_breakdown(engine: CppEngine, benchmark) -> None:
+    """Where a decoding step's time went in the last round (ms per step)."""
+    for part in ("linear", "attention", "other_forward", "sampling", "callback"):
+        benchmark.extra_info[f"{part} ms/step"] = round(engine.last_stats[f"{part}_s"] / NEW_TOKENS * 1e3, 4)
+
+
+@pytest.mark.parametrize("dtype,label", [("float32", "C++ fp32"), ("float16", "C++ fp16"), ("bfloat16", "C++ bf16")])
+def test_cpp_batch1(benchmark, perf, engines, dtype, label):
+    engine = engines[dtype]
+    n = benchmark.pedantic(run_cpp, args=(engine, 1), **FAST)
+    assert n == NEW_TOKENS
+    step_breakdown(engine, benchmark)
+    if perf.rate(label, NEW_TOKENS, benchmark, unit="tokens/s") is not None:
+        perf.rate(label + " weights", engine.weight_bytes_per_step * NEW_TOKENS / 1e9, benchmark, unit="GB/s")
+
+
+@pytest.mark.parametrize("dtype,label", [("float32", "C++ fp32 batch 8"), ("float16", "C++ fp16 batch 8")])
+def test_cpp_batch8(benchmark, perf, engines, dtype, label):
+    n = benchmark.pedantic(run_cpp, args=(engines[dtype], 8), **SLOW)
+    assert n == 8 * NEW_TOKENS
+    step_breakdown(engines[dtype], benchmark)
+    perf.rate(label, 8 * NEW_TOKENS, benchmark, unit="tokens/s")
+
+
+def test_cpp_fp32_1_thread(benchmark, perf, model):
+    engine = CppEngine.from_model(model, threads=1)
+    benchmark.pedantic(run_cpp, args=(engine, 1), **SLOW)
+    perf.rate("C++ fp32 1 thread", NEW_TOKENS, benchmark, unit="tokens/s")
+
+
+@pytest.mark.parametrize("threads,label", [(THREADS, "torch KV loop"), (1, "torch KV loop 1 thread")])
+def test_torch_kv_loop(benchmark, perf, model, threads, label):
+    # One thread as well: hundreds of tiny ops per token, which PyTorch's
+    # intra-op threads slow down badly when the machine is shared.
+    def run():
+        with torch_threads(threads):
+            return kv_generate(model, [1], NEW_TOKENS, PARAMS, seed=0)
+
+    assert len(benchmark.pedantic(run, **SLOW)) == NEW_TOKENS
+    perf.rate(label, NEW_TOKENS, benchmark, unit="tokens/s")
+
+
+def test_naive_loop(benchmark, perf, model):
+    reference = GPTLanguageModel(model.config).eval()
+    reference.load_state_dict(fast_to_reference(model.state_dict(), model.config.n_head))
+    prompt = [int(t) for t in torch.randint(0, model.config.vocab_size, (NAIVE_PROMPT,),
+                                            generator=torch.Generator().manual_seed(0))]
+
+    def run():
+        with torch_threads(THREADS):
+            return naive_generate(reference, prompt, NAIVE_TOKENS, PARAMS, seed=0)
+
+    assert len(benchmark.pedantic(run, **SLOW)) == NAIVE_TOKENS
+    perf.rate("naive loop", NAIVE_TOKENS, benchmark, unit="tokens/s")
+
+
+def test_numpy_copy_bandwidth(benchmark, perf):
+    src = np.ones(64 * 1024 * 1024, dtype=np.float32)  # 256 MB
+    dst = np.empty_like(src)
+    benchmark.pedantic(np.copyto, args=(dst, src), **FAST)
+    perf.rate("numpy copy 256 MB", 2 * src.nbytes / 1e9, benchmark, unit="GB/s")  # read + write
+
+
+@pytest.fixture(scope="module")
+def long_prompt(model):
+    g = torch.Generator().manual_seed(1)
+    return [int(t) for t in torch.randint(0, model.config.vocab_size, (model.config.block_size,), generator=g)]
+
+
+def test_time_to_first_token_cpp(benchmark, perf, engines, long_prompt):
+    engine = engines["float32"]
+    benchmark.pedantic(lambda: engine.generate([long_prompt], 1, PARAMS), **FAST)
+    if not getattr(benchmark, "disabled", False):
+        perf.record("TTFT C++ fp32", benchmark.stats.stats.median * 1e3, "ms")
+
+
+def test_time_to_first_token_torch(benchmark, perf, model, long_prompt):
+    def run():
+        with torch_threads(THREADS):
+            return kv_generate(model, long_prompt, 1, PARAMS)
+
+    benchmark.pedantic(run, **FAST)
+    if not getattr(benchmark, "disabled", False):
+        perf.record("TTFT torch prefill", benchmark.stats.stats.median * 1e3, "ms")

@@ -1,0 +1,277 @@
+#include "matvec.h"
+
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <type_traits>
+
+#include "simd.h"
+
+namespace gptfast {
+
+const char* weight_type_name(WeightType t) {
+  switch (t) {
+    case WeightType::F32: return "float32";
+    case WeightType::F16: return "float16";
+    case WeightType::BF16: return "bfloat16";
+  }
+  return "?";
+}
+
+size_t weight_type_bytes(WeightType t) { return t == WeightType::F32 ? 4 : 2; }
+
+bool simd_enabled() { return GPTFAST_SIMD; }
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
+    const float f = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign ? -f : f;
+  }
+  uint32_t bits = exponent == 31 ? (sign | 0x7f800000u | (mantissa << 13))               // inf / nan
+                                 : (sign | ((exponent + 112) << 23) | (mantissa << 13));  // rebias 15 -> 127
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+namespace {
+
+template <WeightType T>
+using Elem = std::conditional_t<T == WeightType::F32, float, uint16_t>;
+
+// Element index of (panel p, column c, lane 0).
+inline size_t panel_index(int p, int cols, int c) {
+  return (static_cast<size_t>(p) * cols + c) * kPanelRows;
+}
+
+template <WeightType T>
+inline float to_float(Elem<T> v) {
+  if constexpr (T == WeightType::F32) return v;
+  if constexpr (T == WeightType::F16) return half_to_float(v);
+  return bf16_to_float(v);
+}
+
+template <class E>
+void pack(const E* src, int rows, int cols, E* dst) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dst[panel_index(r / kPanelRows, cols, c) + r % kPanelRows] = src[static_cast<size_t>(r) * cols + c];
+}
+
+}  // namespace
+
+Matrix::Matrix(WeightType type, int rows, int cols, const void* src) : type_(type), rows_(rows), cols_(cols) {
+  const size_t n = static_cast<size_t>(panels()) * kPanelRows * cols * weight_type_bytes(type);
+  const size_t padded = (n + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, padded ? padded : 64);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, padded);  // the padding rows of the last panel are zeros
+  if (type == WeightType::F32) {
+    pack(static_cast<const float*>(src), rows, cols, static_cast<float*>(p));
+  } else {
+    pack(static_cast<const uint16_t*>(src), rows, cols, static_cast<uint16_t*>(p));
+  }
+  data_.reset(p);
+}
+
+void Matrix::row_to_float(int r, float* out) const {
+  const size_t first = panel_index(r / kPanelRows, cols_, 0) + r % kPanelRows;
+  for (int c = 0; c < cols_; ++c) {
+    const size_t i = first + static_cast<size_t>(c) * kPanelRows;
+    switch (type_) {
+      case WeightType::F32: out[c] = static_cast<const float*>(data())[i]; break;
+      case WeightType::F16: out[c] = half_to_float(static_cast<const uint16_t*>(data())[i]); break;
+      case WeightType::BF16: out[c] = bf16_to_float(static_cast<const uint16_t*>(data())[i]); break;
+    }
+  }
+}
+
+namespace {
+
+// The epilogue of one output (used for partial panels and by the fallback).
+inline void emit(float* y, float acc, float bias, Epilogue e) {
+  const float v = acc + bias;
+  switch (e) {
+    case Epilogue::Store: *y = v; break;
+    case Epilogue::StoreRelu: *y = v > 0.0f ? v : 0.0f; break;
+    case Epilogue::AddTo: *y += v; break;
+  }
+}
+
+// Register blocking: MR activation rows x NP panels (16 * NP outputs) per
+// kernel call.  Batch-1 decoding streams 4 panels at once (8 accumulators:
+// enough independent FMA chains, 4 memory streams); a few rows (batched
+// decoding) use 4 x 1 (8 accumulators, each weight vector converted once and
+// used 4 times); long prefills 6 x 1 (12 accumulators, ~10% faster there,
+// slower on 8 rows, which it would split 6 + 2).  Measured and not kept:
+// blocking the columns so that all row tiles share a block from L1 (no
+// faster); 8-row panels with 8 x 1 tiles, a single pass for batch 8 (batch 8
+// +8-13%, batch 1 -11-18%: batch 1 wants few wide streams).
+constexpr int kWidePanels = 4, kRowsPerTile = 4, kRowsPerLongTile = 6;
+// Activation rows per pass over a thread's panels: a long prefill keeps this
+// many rows of X hot in L2 while the panels stream past.
+constexpr int kRowChunk = 64;
+
+#if GPTFAST_SIMD
+
+// 8 consecutive weights as float32 lanes.
+template <WeightType T>
+inline __m256 load8(const Elem<T>* p) {
+  if constexpr (T == WeightType::F32) {
+    return _mm256_loadu_ps(p);
+  } else if constexpr (T == WeightType::F16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {  // bfloat16 is the top half of a float32: widen and shift
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+// How far ahead of the kernel each panel stream is prefetched: ~100 ns of
+// DRAM latency at the kernel's pace, more misses in flight than the hardware
+// prefetcher keeps on its own.  (Harmless past the end of the matrix.)
+constexpr size_t kPrefetchBytes = 2048;
+
+// acc[m][i] = sum_c W-panel lanes (i-th vector of 8) * X[m0 + m, c], c in order.
+template <WeightType T, int MR, int NP>
+inline void kernel(const void* W, int cols, int p0, const float* X, int ldx, int m0, __m256 (&out)[MR][2 * NP]) {
+  // Local accumulators: written to `out` only at the end, so the compiler
+  // keeps them in registers (through the reference it would store them to
+  // memory after every FMA).
+  __m256 acc[MR][2 * NP];
+  for (int m = 0; m < MR; ++m)
+    for (int i = 0; i < 2 * NP; ++i) acc[m][i] = _mm256_setzero_ps();
+  const Elem<T>* panel[NP];
+  for (int p = 0; p < NP; ++p) panel[p] = static_cast<const Elem<T>*>(W) + panel_index(p0 + p, cols, 0);
+  const float* x[MR];
+  for (int m = 0; m < MR; ++m) x[m] = X + static_cast<size_t>(m0 + m) * ldx;
+  constexpr int kLineStep = 64 / (kPanelRows * sizeof(Elem<T>));  // columns per cache line of a panel
+  // One row streams its panels from memory: prefetch a fixed distance ahead.
+  // Several rows make several passes over a panel (the first from memory,
+  // the others from cache): prefetch the next panel instead, so its fetch
+  // overlaps the passes over this one.  (Spreading the prefetches over the
+  // passes measured slower.)
+  const size_t ahead = MR == 1 ? kPrefetchBytes : static_cast<size_t>(cols) * kPanelRows * sizeof(Elem<T>);
+  for (int c = 0; c < cols; ++c) {
+    if (c % kLineStep == 0)
+      for (int p = 0; p < NP; ++p)
+        _mm_prefetch(reinterpret_cast<const char*>(panel[p] + static_cast<size_t>(c) * kPanelRows) + ahead,
+                     _MM_HINT_T0);
+    __m256 w[2 * NP];
+    for (int p = 0; p < NP; ++p) {
+      w[2 * p] = load8<T>(panel[p] + static_cast<size_t>(c) * kPanelRows);
+      w[2 * p + 1] = load8<T>(panel[p] + static_cast<size_t>(c) * kPanelRows + 8);
+    }
+    if constexpr (MR > 1)  // load once, use MR times (GCC would re-load it as a memory operand of every FMA)
+      for (int i = 0; i < 2 * NP; ++i) asm volatile("" : "+x"(w[i]));
+    for (int m = 0; m < MR; ++m) {
+      const __m256 xb = _mm256_broadcast_ss(x[m] + c);
+      for (int i = 0; i < 2 * NP; ++i) acc[m][i] = _mm256_fmadd_ps(w[i], xb, acc[m][i]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int i = 0; i < 2 * NP; ++i) out[m][i] = acc[m][i];
+}
+
+// Writes the 16 * NP outputs of one activation row (`valid` of them are real
+// rows of W) at y, through the epilogue.
+template <int NP>
+inline void store(const __m256 (&acc)[2 * NP], float* y, const float* bias, int valid, Epilogue e) {
+  for (int i = 0; i < 2 * NP; ++i) {
+    const int j = 8 * i;
+    if (j + 8 <= valid) {
+      __m256 v = _mm256_add_ps(acc[i], bias ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps());
+      if (e == Epilogue::StoreRelu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+      if (e == Epilogue::AddTo) v = _mm256_add_ps(_mm256_loadu_ps(y + j), v);
+      _mm256_storeu_ps(y + j, v);
+    } else if (j < valid) {  // the partial last panel
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, acc[i]);
+      for (int l = 0; j + l < valid; ++l) emit(y + j + l, lanes[l], bias ? bias[j + l] : 0.0f, e);
+    }
+  }
+}
+
+template <WeightType T, int MR, int NP>
+inline void tile(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int p, int m,
+                 Epilogue e) {
+  __m256 acc[MR][2 * NP];
+  kernel<T, MR, NP>(W.data(), W.cols(), p, X, ldx, m, acc);
+  const int j = p * kPanelRows;
+  const int valid = W.rows() - j < kPanelRows * NP ? W.rows() - j : kPanelRows * NP;
+  for (int r = 0; r < MR; ++r) store<NP>(acc[r], Y + static_cast<size_t>(m + r) * ldy + j, bias ? bias + j : nullptr, valid, e);
+}
+
+#else  // portable fallback: the same loops on scalars
+
+template <WeightType T, int MR, int NP>
+inline void tile(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int p, int m,
+                 Epilogue e) {
+  constexpr int L = kPanelRows * NP;
+  float acc[MR][L] = {};
+  const int cols = W.cols();
+  const Elem<T>* base = static_cast<const Elem<T>*>(W.data()) + panel_index(p, cols, 0);
+  for (int c = 0; c < cols; ++c)
+    for (int q = 0; q < NP; ++q) {
+      const Elem<T>* w = base + panel_index(q, cols, c);
+      for (int r = 0; r < MR; ++r) {
+        const float x = X[static_cast<size_t>(m + r) * ldx + c];
+        for (int l = 0; l < kPanelRows; ++l) acc[r][q * kPanelRows + l] += to_float<T>(w[l]) * x;
+      }
+    }
+  const int j = p * kPanelRows;
+  const int valid = W.rows() - j < L ? W.rows() - j : L;
+  for (int r = 0; r < MR; ++r)
+    for (int l = 0; l < valid; ++l)
+      emit(Y + static_cast<size_t>(m + r) * ldy + j + l, acc[r][l], bias ? bias[j + l] : 0.0f, e);
+}
+
+#endif
+
+template <int V>
+using Int = std::integral_constant<int, V>;
+
+template <WeightType T>
+void linear_panels_t(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int N, int p0,
+                     int p1, Epilogue e) {
+  auto run = [&](auto mr, auto np, int p, int m) {
+    tile<T, decltype(mr)::value, decltype(np)::value>(W, bias, X, ldx, Y, ldy, p, m, e);
+  };
+  if (N == 1) {  // batch-1 decoding: wide tiles
+    int p = p0;
+    for (; p + kWidePanels <= p1; p += kWidePanels) run(Int<1>(), Int<kWidePanels>(), p, 0);
+    for (; p + 2 <= p1; p += 2) run(Int<1>(), Int<2>(), p, 0);
+    for (; p < p1; ++p) run(Int<1>(), Int<1>(), p, 0);
+    return;
+  }
+  for (int m0 = 0; m0 < N; m0 += kRowChunk) {
+    const int m1 = m0 + kRowChunk < N ? m0 + kRowChunk : N;
+    const bool long_chunk = m1 - m0 >= 2 * kRowsPerLongTile;
+    for (int p = p0; p < p1; ++p) {
+      int m = m0;
+      if (long_chunk)
+        for (; m + kRowsPerLongTile <= m1; m += kRowsPerLongTile) run(Int<kRowsPerLongTile>(), Int<1>(), p, m);
+      for (; m + kRowsPerTile <= m1; m += kRowsPerTile) run(Int<kRowsPerTile>(), Int<1>(), p, m);
+      switch (m1 - m) {
+        case 3: run(Int<3>(), Int<1>(), p, m); break;
+        case 2: run(Int<2>(), Int<1>(), p, m); break;
+        case 1: run(Int<1>(), Int<1>(), p, m); break;
+        default: break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void linear_panels(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int N, int p0,
+                   int p1, Epilogue epilogue) {
+  switch (W.type()) {
+    case WeightType::F32: return linear_panels_t<WeightType::F32>(W, bias, X, ldx, Y, ldy, N, p0, p1, epilogue);
+    case WeightType::F16: return linear_panels_t<WeightType::F16>(W, bias, X, ldx, Y, ldy, N, p0, p1, epilogue);
+    case WeightType::BF16: return linear_panels_t<WeightType::BF16>(W, bias, X, ldx, Y, ldy, N, p0, p1, epilogue);
+  }
+}
+
+}  // namespace gptfast

@@ -1,0 +1,52 @@
+// Choosing the next token from a row of logits: the C++ twin of
+// gptfast/sampling.py, operation for operation, so both pick the same token
+// from the same logits and seed.
+//
+// All arithmetic is float64 in this fixed order (the Python docstring of
+// `sample_from_logits` is the specification):
+//   1. l_i = double(logits_i); NaN -> -inf
+//   2. repetition penalty r != 1, for each token id already in the sequence:
+//        l_i = l_i > 0 ? l_i / r : l_i * r
+//   3. banned ids: l_i = -inf
+//   4. temperature 0: argmax l (ties -> lowest id), done
+//   5. l_i /= temperature;  m = max l;  e_i = exp(l_i - m);  S = sum e (id order);
+//      p_i = e_i / S
+//   6. order = ids sorted by (p descending, id ascending)
+//   7. top-k (0 < k < V): keep the first k of `order`
+//   8. top-p (p < 1): K = sum of the kept p (in `order`); keep the shortest
+//      prefix whose running sum of p_i / K reaches top_p (>=)
+//   9. T = sum of the kept p (in `order`); target = u * T with
+//      u = counter_uniform(seed, seq, step); pick the first kept id whose
+//      running sum of p exceeds target (>); if rounding leaves none, the last
+//      kept id with p > 0.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace gptfast {
+
+struct SamplingParams {
+  double temperature = 1.0;         // 0 = greedy
+  int top_k = 0;                    // 0 (or >= vocab) = off
+  double top_p = 1.0;               // >= 1 = off
+  double repetition_penalty = 1.0;  // 1 = off
+  std::vector<int> banned_ids;      // never chosen (masked, not resampled)
+
+  // Throws std::invalid_argument naming the bad field.
+  void validate(int vocab_size) const;
+};
+
+// Scratch space reused across calls (no allocation per token).
+struct SamplerWorkspace {
+  std::vector<double> logits, probs;
+  std::vector<int> order;
+};
+
+// `seen` (vocab_size flags, or null) marks the ids already in the sequence,
+// for the repetition penalty.  Throws std::invalid_argument when every token
+// is banned or -inf.
+int choose_token(const float* logits, int vocab_size, const SamplingParams& params, const uint8_t* seen,
+                 uint64_t seed, uint64_t seq, uint64_t step, SamplerWorkspace& ws);
+
+}  // namespace gptfast

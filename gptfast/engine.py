@@ -1,0 +1,312 @@
+"""Fast CPU text generation: the Python face of the C++ decoding engine.
+
+    engine = CppEngine.from_model(model, dtype="float16")      # copies the weights
+    outs = engine.generate([prompt_ids], max_new_tokens=200,
+                           params=SamplingParams(temperature=0.8, top_k=40), seed=1)
+    outs[0].tokens, outs[0].finish_reason
+
+The engine (csrc/sampler.cpp) runs the whole loop in C++ with the GIL released:
+prefill of the prompts, then one token per step for all sequences together
+(each weight row is read once per step for the whole batch), sampling
+(csrc/sampling.cpp, the twin of `gptfast.sampling`), stop ids and lengths.
+Python is called back only to stream tokens.  The context window slides as
+documented in `gptfast.reference.generate` (window_keep).
+
+This module owns the policy around it:
+  * weights: float32, or float16 / bfloat16 rounded here with PyTorch (so the
+    engine holds exactly the weights of `rounded_copy(model, dtype)`), with
+    float32 activations, KV cache and accumulation;
+  * stop strings: matched in Python on the decoded text (`decode`), checked
+    after every token; the text is cut before the stop string and the tokens
+    end with the token that completed it;
+  * the fallback: `load_engine` returns a `TorchEngine` (the reference KV loop,
+    one sequence after another) with one warning when the extension is missing.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from gptfast import _backend
+from gptfast.reference.generate import default_window_keep, iter_kv_tokens
+from gptfast.sampling import SamplingParams, SamplingError, MASK64
+from gptfast.sampling import sample_from_logits as python_sample_from_logits
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Callback contract (both engines): called with the new token ids of every
+# sequence since the last call (a list of B lists; empty for finished ones).
+# Return None/True to go on, False to stop everything, or an iterable of
+# sequence indices to stop just those.
+StreamCallback = Callable[[List[List[int]]], object]
+
+
+@dataclass
+class Generation:
+    """One sequence's output.  finish_reason: "length" (max_new_tokens), "stop"
+    (a stop id: not included in tokens), "stop_string" (text cut before it),
+    "callback" (the callback stopped it)."""
+
+    tokens: List[int]
+    finish_reason: str
+    text: Optional[str] = None  # decode(tokens), cut at a stop string; None without `decode`
+
+
+@dataclass
+class _StopStrings:
+    """Stop-string and text bookkeeping of one generate call (callback_every=1)."""
+
+    stop_strings: Sequence[str]
+    decode: Callable[[List[int]], str]
+    B: int
+    tokens: List[List[int]] = field(default_factory=list)
+    cut: List[Optional[int]] = field(default_factory=list)   # text length to keep, once stopped
+    n_tokens: List[Optional[int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tokens = [[] for _ in range(self.B)]
+        self.cut = [None] * self.B
+        self.n_tokens = [None] * self.B
+
+    def feed(self, fresh: List[List[int]]) -> List[int]:
+        """Adds the new tokens; returns the sequences that just hit a stop string."""
+        hit = []
+        for b, new in enumerate(fresh):
+            if not new or self.cut[b] is not None:
+                continue
+            self.tokens[b].extend(new)
+            text = self.decode(self.tokens[b])
+            found = [i for i in (text.find(s) for s in self.stop_strings) if i >= 0]
+            if found:
+                self.cut[b], self.n_tokens[b] = min(found), len(self.tokens[b])
+                hit.append(b)
+        return hit
+
+
+def _wrap_callback(callback: Optional[StreamCallback], stops: Optional[_StopStrings]):
+    if stops is None:
+        return callback
+
+    def both(fresh: List[List[int]]):
+        hit = stops.feed(fresh)
+        result = callback(fresh) if callback is not None else None
+        if result is False:
+            return False
+        return hit + ([] if result is None or result is True else [int(b) for b in result])
+
+    return both
+
+
+def _finish(raw_tokens, reasons, stops: Optional[_StopStrings], decode) -> List[Generation]:
+    out = []
+    for b, (tokens, reason) in enumerate(zip(raw_tokens, reasons)):
+        text = None
+        if stops is not None and stops.cut[b] is not None:
+            tokens, reason = list(tokens[: stops.n_tokens[b]]), "stop_string"
+            text = decode(tokens)[: stops.cut[b]]
+        elif decode is not None:
+            text = decode(list(tokens))
+        out.append(Generation(list(tokens), reason, text))
+    return out
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def rounded_copy(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
+    """A float32 copy of `model` whose parameters are rounded to `dtype`: the
+    weights the engine holds for that dtype (what its logits are compared to)."""
+    out = copy.deepcopy(model).float()
+    with torch.no_grad():
+        for p in out.parameters():
+            p.copy_(p.to(DTYPES[dtype]).float())
+    return out
+
+
+def _layer_norm_eps(model: torch.nn.Module) -> float:
+    eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
+    if len(eps) != 1:
+        raise ValueError(f"the engine needs one LayerNorm eps for the whole model, found {sorted(eps)}")
+    return float(eps.pop())
+
+
+# Matrices of the state dict (stored in the engine's weight dtype); everything
+# else is a vector and stays float32 (rounded to the dtype's values).
+_MATRIX_SUFFIXES = ("tok_emb.weight", "pos_emb.weight", "attn.qkv.weight", "attn.proj.weight", "mlp.fc.weight",
+                    "mlp.proj.weight", "lm_head.weight")
+
+
+def _engine_tensors(model: torch.nn.Module, dtype: str) -> Dict[str, np.ndarray]:
+    """model.state_dict() as the engine reads it (see csrc/sampler.h)."""
+    tdtype = DTYPES[dtype]
+    out = {}
+    for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and model.config.tie_weights:
+            continue  # tied: the engine uses tok_emb.weight
+        t = t.detach().cpu()
+        if name.endswith(_MATRIX_SUFFIXES) and dtype != "float32":
+            out[name] = t.to(tdtype).contiguous().view(torch.int16).numpy().view(np.uint16)
+        else:
+            out[name] = t.to(tdtype).float().contiguous().numpy()
+    if model.config.pos_embedding == "sinusoidal":
+        out["pos_table"] = model.pos_table.detach().cpu().float().contiguous().numpy()  # a buffer, not rounded
+    return out
+
+
+class CppEngine:
+    """The C++ engine holding a copy of one model's weights.  Thread-safe (one
+    call at a time per engine); the GIL is released while it runs."""
+
+    def __init__(self, core, config, dtype: str):
+        self._core = core
+        self.config = config
+        self.dtype = dtype
+        self.last_stats: Dict[str, float] = {}
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, dtype: str = "float32", threads: Optional[int] = None) -> "CppEngine":
+        """`model`: a `gptfast.model.GPT` (its state-dict layout is the contract)."""
+        C = _backend.extension()
+        if C is None:
+            raise RuntimeError("the C++ extension gptfast._C is not available; use load_engine() for the fallback")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        cfg = model.config
+        core = C.Engine(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd, _layer_norm_eps(model),
+                        _engine_tensors(model, dtype), dtype, threads or default_threads())
+        return cls(core, cfg, dtype)
+
+    @property
+    def threads(self) -> int:
+        return self._core.threads
+
+    @property
+    def weight_bytes_per_step(self) -> int:
+        """Bytes of weights one decoding step reads (all matrices once)."""
+        return self._core.weight_bytes_per_step
+
+    def forward_logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits (T, vocab) float32 of `tokens` at positions 0..T-1 (T <= block_size)."""
+        return self._core.forward_logits([int(t) for t in tokens])
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                 params: Optional[SamplingParams] = None, seed: int = 0, *,
+                 callback: Optional[StreamCallback] = None, callback_every: int = 1,
+                 stop_ids: Sequence[int] = (), stop_strings: Sequence[str] = (),
+                 decode: Optional[Callable[[List[int]], str]] = None,
+                 seq_ids: Optional[Sequence[int]] = None, window_keep: Optional[int] = None) -> List[Generation]:
+        """Continue every prompt (lists of token ids) by up to max_new_tokens.
+
+        seed: the sampling seed; token `step` of sequence b draws
+        uniform(seed, seq_ids[b], step) (seq_ids default 0..B-1: pass [i] to
+        reproduce sequence i of a batch alone).  stop_strings need `decode`
+        (ids -> text) and make the callback run every token.  window_keep:
+        tokens kept when the context window slides (default block_size // 2,
+        see gptfast.reference.generate).  After the call, `last_stats` holds
+        prefill_rows, first_token_s and where the time went (linear_s,
+        attention_s, other_forward_s, sampling_s, callback_s)."""
+        params = params or SamplingParams()
+        params.check_vocab(self.config.vocab_size)
+        if stop_strings and decode is None:
+            raise SamplingError("stop_strings need a decode function (token ids -> text)")
+        stops = _StopStrings(list(stop_strings), decode, len(prompts)) if stop_strings else None
+        cpp_params = self._core_params(params)
+        tokens, reasons, stats = self._core.generate(
+            [[int(t) for t in p] for p in prompts], int(max_new_tokens), cpp_params, int(seed) & MASK64,
+            [int(s) & MASK64 for s in seq_ids] if seq_ids is not None else [],
+            [int(t) for t in stop_ids],
+            int(default_window_keep(self.config.block_size) if window_keep is None else window_keep),
+            _wrap_callback(callback, stops),
+            1 if stops else int(callback_every))
+        self.last_stats = dict(stats)
+        return _finish(tokens, reasons, stops, decode)
+
+    @staticmethod
+    def _core_params(params: SamplingParams):
+        return _backend.extension().SamplingParams(
+            temperature=float(params.temperature), top_k=int(params.top_k), top_p=float(params.top_p),
+            repetition_penalty=float(params.repetition_penalty), banned_ids=list(params.banned_ids))
+
+
+class TorchEngine:
+    """The same interface on the PyTorch KV-cache reference loop: the fallback
+    when the extension is missing.  Sequences run one after another, so the
+    callback sees one sequence advancing at a time."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+        self.config = model.config
+        self.dtype = "float32"
+        self.last_stats: Dict[str, float] = {}
+
+    def forward_logits(self, tokens: Sequence[int]) -> np.ndarray:
+        with torch.no_grad():
+            idx = torch.tensor([list(tokens)], dtype=torch.long, device=next(self.model.parameters()).device)
+            return self.model(idx)[0][0].float().cpu().numpy()
+
+    def generate(self, prompts, max_new_tokens, params=None, seed=0, *, callback=None, callback_every=1,
+                 stop_ids=(), stop_strings=(), decode=None, seq_ids=None, window_keep=None) -> List[Generation]:
+        params = params or SamplingParams()
+        params.check_vocab(self.config.vocab_size)
+        if stop_strings and decode is None:
+            raise SamplingError("stop_strings need a decode function (token ids -> text)")
+        B = len(prompts)
+        stops = _StopStrings(list(stop_strings), decode, B) if stop_strings else None
+        cb = _wrap_callback(callback, stops)
+        every = 1 if stops else max(1, int(callback_every))
+        tokens: List[List[int]] = [[] for _ in range(B)]
+        reasons = ["length"] * B
+        stop_ids = set(int(t) for t in stop_ids)
+        halt_all = False
+        for b, prompt in enumerate(prompts):
+            if halt_all:
+                reasons[b] = "callback"
+                continue
+            seq = seq_ids[b] if seq_ids is not None else b
+            pending: List[int] = []
+            for t in iter_kv_tokens(self.model, prompt, max_new_tokens, params, seed, seq, (), window_keep):
+                if t in stop_ids:
+                    reasons[b] = "stop"
+                    break
+                tokens[b].append(t)
+                pending.append(t)
+                if cb is not None and (len(pending) >= every or len(tokens[b]) == max_new_tokens):
+                    fresh = [[] for _ in range(B)]
+                    fresh[b], pending = pending, []
+                    result = cb(fresh)
+                    if result is False:
+                        reasons[b], halt_all = "callback", True
+                        break
+                    if result not in (None, True) and b in set(int(i) for i in result):
+                        reasons[b] = "callback"
+                        break
+        return _finish(tokens, reasons, stops, decode)
+
+
+def load_engine(model: torch.nn.Module, dtype: str = "float32",
+                threads: Optional[int] = None) -> Union[CppEngine, TorchEngine]:
+    """The C++ engine when the extension is built (and GPTFAST_REFERENCE is not
+    set), else the PyTorch reference loop after one warning."""
+    if _backend.extension() is not None:
+        return CppEngine.from_model(model, dtype=dtype, threads=threads)
+    return TorchEngine(model)
+
+
+def sample_from_logits(logits, params: SamplingParams, seed: int, seq: int = 0, step: int = 0,
+                       history: Sequence[int] = ()) -> int:
+    """The C++ sampler on one row of logits (the Python twin when the extension is missing)."""
+    C = _backend.extension()
+    if C is None:
+        return python_sample_from_logits(logits, params, seed, seq, step, history)
+    params.check_vocab(len(logits))
+    return C.sample_from_logits(np.asarray(logits, dtype=np.float32), CppEngine._core_params(params),
+                                int(seed) & MASK64, int(seq) & MASK64, int(step) & MASK64, [int(h) for h in history])
