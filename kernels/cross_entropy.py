@@ -50,13 +50,14 @@ inplace_grad=True (opt-in, Liger-Kernel style): when logits require grad, the
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from gptfast.kernels._common import _cast, autotune_enabled
 
 try:  # the interpreter's function type: kernels are InterpretedFunction when TRITON_INTERPRET=1
     from triton.runtime.interpreter import InterpretedFunction as _InterpretedFunction
@@ -73,23 +74,6 @@ _MAX_GRID = 2**31 - 1
 # ----------------------------------------------------------------------------
 # jit helpers
 # ----------------------------------------------------------------------------
-@triton.jit
-def _cast(x, DTYPE: tl.constexpr, BF16_EMU: tl.constexpr):
-    """x.to(DTYPE) rounding to nearest-even, as the GPU does.
-
-    The triton 3.9 interpreter truncates float32 -> bfloat16; under BF16_EMU
-    (set only when interpreting) the rounding is done here on the bits so the
-    CPU tests measure the GPU's numerics.  Values are finite.  No-op on GPU.
-    (Same helper as kernels/flash_attention.py; duplicated to keep one op per file.)
-    """
-    if BF16_EMU:
-        if DTYPE == tl.bfloat16:
-            bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
-            bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) & 0xFFFF0000
-            x = bits.to(tl.float32, bitcast=True)
-    return x.to(DTYPE)
-
-
 @triton.jit
 def _write_grad(
     LOGITS, GRAD, stride_ln, stride_lv, stride_gn, stride_gv,
@@ -219,19 +203,9 @@ PINNED_MAX_BLOCK_V = 1024
 PINNED_TILE = 16384  # few, large programs: the interpreter's cost is per program and per block
 PINNED_WARPS = 8
 
-AUTOTUNE_ENV = "GPTFAST_AUTOTUNE"
-
 
 def _autotune_enabled() -> bool:
-    """Autotune on real GPUs, except under pytest (pinned config) unless
-    GPTFAST_AUTOTUNE=1 asks for it (benchmarks do); GPTFAST_AUTOTUNE=0 disables it."""
-    if _INTERPRETED:
-        return False
-    flag = os.environ.get(AUTOTUNE_ENV)
-    if flag is not None:
-        return flag not in ("", "0")
-    return "PYTEST_CURRENT_TEST" not in os.environ
-
+    return autotune_enabled(_INTERPRETED)
 
 def _pinned_config(V: int) -> dict:
     block_v = min(triton.next_power_of_2(V), PINNED_MAX_BLOCK_V)

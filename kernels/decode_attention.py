@@ -24,12 +24,13 @@ the partials with the usual log-sum-exp rescaling.
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional, Union
 
 import torch
 import triton
 import triton.language as tl
+
+from gptfast.kernels._common import _cast, _mma, autotune_enabled
 
 try:
     from triton.runtime.interpreter import InterpretedFunction as _InterpretedFunction
@@ -42,31 +43,6 @@ _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_HEAD_DIM, _MAX_HEAD_DIM = 16, 128
 _MAX_TQ = 128
 _LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _mma(a, b, IEEE: tl.constexpr, BF16_EMU: tl.constexpr):
-    """a @ b, float32 accumulation; see flash_attention._mma for IEEE / BF16_EMU."""
-    if BF16_EMU:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    if IEEE:
-        c = tl.dot(a, b, input_precision="ieee")
-    else:
-        c = tl.dot(a, b)
-    return c
-
-
-@triton.jit
-def _cast(x, DTYPE: tl.constexpr, BF16_EMU: tl.constexpr):
-    """x.to(DTYPE) with the GPU's round-to-nearest-even also under the
-    interpreter; see flash_attention._cast."""
-    if BF16_EMU:
-        if DTYPE == tl.bfloat16:
-            bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
-            bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) & 0xFFFF0000
-            x = bits.to(tl.float32, bitcast=True)
-    return x.to(DTYPE)
 
 
 @triton.jit(do_not_specialize=["cache_len"])
@@ -180,17 +156,9 @@ INTERPRETER_MISMATCH = _INTERPRETED != (bool(_InterpretedFunction) and isinstanc
 PINNED = dict(BLOCK_N=64, num_warps=4, num_stages=2)
 _SPLIT_GRANULE = 64  # split sizes are multiples of this (autotuned BLOCK_N may differ: loops mask at `hi`)
 _MAX_SPLITS = 128
-AUTOTUNE_ENV = "GPTFAST_AUTOTUNE"
-
 
 def _autotune_enabled() -> bool:
-    if _INTERPRETED:
-        return False
-    flag = os.environ.get(AUTOTUNE_ENV)
-    if flag is not None:
-        return flag not in ("", "0")
-    return "PYTEST_CURRENT_TEST" not in os.environ
-
+    return autotune_enabled(_INTERPRETED)
 
 if not _INTERPRETED:
     # Memory-bound: the best config barely depends on the cache length, so the

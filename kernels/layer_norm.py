@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from gptfast.kernels._common import _cast, autotune_enabled
 from torch import nn
 
 try:  # the interpreter's function type: kernels are InterpretedFunction when TRITON_INTERPRET=1
@@ -67,23 +69,6 @@ MAX_N = 16384
 # ----------------------------------------------------------------------------
 # jit helpers
 # ----------------------------------------------------------------------------
-@triton.jit
-def _cast(x, DTYPE: tl.constexpr, BF16_EMU: tl.constexpr):
-    """x.to(DTYPE) rounding to nearest-even, as the GPU does.
-
-    The triton 3.9 interpreter truncates float32 -> bfloat16; under BF16_EMU
-    (set only when interpreting) the rounding is done here on the bits so the
-    CPU tests measure the GPU's numerics.  Values are finite.  No-op on GPU.
-    (Same helper as kernels/flash_attention.py; duplicated to keep one op per file.)
-    """
-    if BF16_EMU:
-        if DTYPE == tl.bfloat16:
-            bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
-            bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) & 0xFFFF0000
-            x = bits.to(tl.float32, bitcast=True)
-    return x.to(DTYPE)
-
-
 # ----------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------
@@ -197,19 +182,9 @@ PINNED_TILE = 8192
 # row blocks (exercises the grid-stride loop and the partial reduction).
 INTERPRET_BWD_PROGRAMS = 3
 
-AUTOTUNE_ENV = "GPTFAST_AUTOTUNE"
-
 
 def _autotune_enabled() -> bool:
-    """Autotune on real GPUs, except under pytest (pinned config) unless
-    GPTFAST_AUTOTUNE=1 asks for it (benchmarks do); GPTFAST_AUTOTUNE=0 disables it."""
-    if _INTERPRETED:
-        return False
-    flag = os.environ.get(AUTOTUNE_ENV)
-    if flag is not None:
-        return flag not in ("", "0")
-    return "PYTEST_CURRENT_TEST" not in os.environ
-
+    return autotune_enabled(_INTERPRETED)
 
 def _prune_tile(configs, named_args, **kwargs):
     """Keep configs whose (BLOCK_M, BLOCK_N) tile is 512..16384 elements (small
