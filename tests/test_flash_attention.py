@@ -23,6 +23,7 @@ import os
 
 import pytest
 import torch
+from kernel_checks import check_against_reference as check_results, max_err
 
 if not torch.cuda.is_available():
     # triton 3.9 reads TRITON_INTERPRET (triton.knobs.runtime.interpret) when
@@ -58,10 +59,6 @@ def make_qkv(B, H, T, D, dtype, seed=0):
     return [x.transpose(1, 2) for x in leaves]
 
 
-def max_err(x, ref):
-    return (x.double() - ref).abs().max().item()
-
-
 def run_all(q, k, v, do, *, sm_scale=None, dropout_p=0.0, seed=None, mask=None):
     """-> dict name -> (kernel, torch-in-dtype, float64 reference) for o, dq, dk, dv."""
     o = fa.flash_attention(q, k, v, sm_scale=sm_scale, dropout_p=dropout_p, seed=seed)
@@ -82,24 +79,7 @@ def run_all(q, k, v, do, *, sm_scale=None, dropout_p=0.0, seed=None, mask=None):
 
 
 def check_against_reference(results, dtype, label=""):
-    """Print every diff first, then assert (flash-attention test style)."""
-    failures = []
-    for name, (got, torch_lp, ref) in results.items():
-        assert got.dtype == dtype and got.shape == ref.shape, (name, got.dtype, got.shape)
-        err = max_err(got, ref)
-        if dtype == torch.float32:
-            tol = FP32_RTOL * ref.abs().max().item() + ABS_FLOOR
-            print(f"{label} {name}: max err {err:.3e}, rel {err / max(ref.abs().max().item(), 1e-30):.3e}, "
-                  f"tol {tol:.3e}")
-        else:
-            base = max_err(torch_lp, ref)
-            factor = FWD_FACTOR if name == "out" else GRAD_FACTOR
-            tol = factor * base + ABS_FLOOR
-            print(f"{label} {name}: max err {err:.3e}, torch {str(dtype)[6:]} err {base:.3e}, "
-                  f"ratio {err / max(base, 1e-30):.2f}, tol {tol:.3e}")
-        if not err <= tol:  # also catches NaN
-            failures.append(f"{name}: err {err:.3e} > tol {tol:.3e}")
-    assert not failures, f"{label}: " + "; ".join(failures)
+    check_results(results, dtype, label, forward_names=("out",), abs_floor=ABS_FLOOR, check_dtype=True)
 
 
 def _case(B, H, T, D, dtype, seed=0, **kw):

@@ -19,6 +19,7 @@ import os
 
 import pytest
 import torch
+from kernel_checks import check_against_reference as check_results, max_err
 
 if not torch.cuda.is_available():
     # Before the kernel module is imported: triton reads TRITON_INTERPRET when
@@ -43,29 +44,8 @@ DTYPE_IDS = ["fp32", "fp16", "bf16"]
 # ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
-def max_err(x, ref):
-    return (x.double() - ref.double()).abs().max().item()
-
-
 def check(results, dtype, label):
-    """results: name -> (kernel, torch-in-dtype, float64 ref).  Prints every diff, then asserts."""
-    failures = []
-    for name, (got, torch_lp, ref) in results.items():
-        assert got.shape == ref.shape, (name, got.shape, ref.shape)
-        err = max_err(got, ref)
-        if dtype == torch.float32:
-            tol = FP32_RTOL * ref.abs().max().item() + ABS_FLOOR
-            print(f"{label} {name}: max err {err:.3e}, rel {err / max(ref.abs().max().item(), 1e-30):.3e}, "
-                  f"tol {tol:.3e}")
-        else:
-            base = max_err(torch_lp, ref)
-            factor = FWD_FACTOR if name in ("y", "h") else GRAD_FACTOR
-            tol = factor * base + ABS_FLOOR
-            print(f"{label} {name}: max err {err:.3e}, torch {str(dtype)[6:]} err {base:.3e}, "
-                  f"ratio {err / max(base, 1e-30):.2f}, tol {tol:.3e}")
-        if not err <= tol:  # also catches NaN
-            failures.append(f"{name}: err {err:.3e} > tol {tol:.3e}")
-    assert not failures, f"{label}: " + "; ".join(failures)
+    check_results(results, dtype, label, forward_names=("y", "h"), abs_floor=ABS_FLOOR)
 
 
 def make_inputs(M, N, dtype, has_bias, has_residual, seed=0):
