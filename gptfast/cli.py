@@ -19,3 +19,23 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def number(kind, lo=None, lo_open=False, what="number"):
+    """An argparse type: `kind(text)`, at least (or above, lo_open) `lo`."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    return parse
+
+
+POS_INT = number(int, 1, what="a positive integer")
+NONNEG_INT = number(int, 0, what="an integer >= 0")
+POS_FLOAT = number(float, 0, lo_open=True, what="a positive number")
+NONNEG_FLOAT = number(float, 0, what="a number >= 0")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from gptfast import _backend
-from gptfast.reference.generate import default_window_keep, iter_kv_tokens
+from gptfast.reference.generate import default_window_keep, iter_kv_tokens, iter_naive_tokens
 from gptfast.sampling import SamplingParams, SamplingError, MASK64
 from gptfast.sampling import sample_from_logits as python_sample_from_logits
 
@@ -166,6 +166,8 @@ class CppEngine:
     """The C++ engine holding a copy of one model's weights.  Thread-safe (one
     call at a time per engine); the GIL is released while it runs."""
 
+    name = "cpp"
+
     def __init__(self, core, config, dtype: str):
         self._core = core
         self.config = config
@@ -238,14 +240,19 @@ class CppEngine:
 
 
 class TorchEngine:
-    """The same interface on the PyTorch KV-cache reference loop: the fallback
-    when the extension is missing.  Sequences run one after another, so the
-    callback sees one sequence advancing at a time."""
+    """The same interface on a Python reference loop: by default the PyTorch
+    KV-cache loop (the fallback when the extension is missing), or the seeds'
+    naive loop with `stepper=iter_naive_tokens`.  Sequences run one after
+    another, so the callback sees one sequence advancing at a time.  Both
+    loops use the Python twin of the C++ sampler: same seed, same tokens."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, stepper: Callable = iter_kv_tokens, name: str = "torch"):
+        self.name = name
         self.model = model.eval()
         self.config = model.config
-        self.dtype = "float32"
+        self.dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+        self.threads = torch.get_num_threads()
+        self._stepper = stepper
         self.last_stats: Dict[str, float] = {}
 
     def forward_logits(self, tokens: Sequence[int]) -> np.ndarray:
@@ -273,7 +280,7 @@ class TorchEngine:
                 continue
             seq = seq_ids[b] if seq_ids is not None else b
             pending: List[int] = []
-            for t in iter_kv_tokens(self.model, prompt, max_new_tokens, params, seed, seq, (), window_keep):
+            for t in self._stepper(self.model, prompt, max_new_tokens, params, seed, seq, (), window_keep):
                 if t in stop_ids:
                     reasons[b] = "stop"
                     break
@@ -298,6 +305,38 @@ def load_engine(model: torch.nn.Module, dtype: str = "float32",
     set), else the PyTorch reference loop after one warning."""
     if _backend.extension() is not None:
         return CppEngine.from_model(model, dtype=dtype, threads=threads)
+    return TorchEngine(model)
+
+
+ENGINES = ("auto", "cpp", "torch", "reference")
+
+
+def _seed_loop(model, prompt, max_new_tokens, params, seed, seq, stop_ids, window_keep):
+    """The seeds' naive loop crops the context every step: window_keep does not apply."""
+    return iter_naive_tokens(model, prompt, max_new_tokens, params, seed, seq, stop_ids, None)
+
+
+def make_engine(kind: str, model: torch.nn.Module, dtype: str = "float32", threads: Optional[int] = None):
+    """The engine `python -m gptfast.generate --engine KIND` runs.
+
+    auto: cpp on the CPU (torch when the extension is missing), torch on CUDA.
+    cpp: the C++ engine (CPU; weights copied out of `model`).
+    torch: the KV-cached PyTorch loop on the model's device.
+    reference: the seeds' loop, a full forward over the context per token."""
+    from gptfast.errors import InputError
+
+    if kind not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, got {kind!r}")
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if kind == "auto":
+        kind = "torch" if on_cuda else "cpp" if _backend.extension() is not None else "torch"
+    if kind == "cpp":
+        if _backend.extension() is None:
+            raise InputError("the C++ engine needs the extension gptfast._C, which is not built "
+                             "(or GPTFAST_REFERENCE is set); use --engine torch, or reinstall with a compiler")
+        return CppEngine.from_model(model.float().cpu() if on_cuda else model, dtype=dtype, threads=threads)
+    if kind == "reference":
+        return TorchEngine(model, stepper=_seed_loop, name="reference")
     return TorchEngine(model)
 
 

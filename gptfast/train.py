@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, Optional, Sequence
 
-from gptfast.cli import ArgumentParser
+from gptfast.cli import NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, ArgumentParser, number as _number
 from gptfast.config import PRESETS
 from gptfast.data.corpus import FORMATS
 from gptfast.errors import exit_on_input_error
@@ -25,24 +25,6 @@ from gptfast.tokenizer import KINDS
 from gptfast.training.config import DEVICES, DTYPES, LR_SCHEDULES, TrainConfig, config_for_resume, load_config_file
 
 S = argparse.SUPPRESS
-
-
-def _number(kind, lo=None, lo_open=False, what="number"):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return v
-    return parse
-
-
-POS_INT = _number(int, 1, what="a positive integer")
-NONNEG_INT = _number(int, 0, what="an integer >= 0")
-POS_FLOAT = _number(float, 0, lo_open=True, what="a positive number")
-NONNEG_FLOAT = _number(float, 0, what="a number >= 0")
 
 
 def _dropout(text: str) -> float:

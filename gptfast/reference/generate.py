@@ -36,7 +36,7 @@ window of context.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -64,7 +64,6 @@ def _last_logits(logits: torch.Tensor) -> List[float]:
     return logits[0, -1].float().tolist()
 
 
-@torch.no_grad()
 def naive_generate(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: int,
                    params: SamplingParams = GREEDY, seed: int = 0, seq: int = 0, stop_ids: Iterable[int] = (),
                    window_keep: Optional[int] = None) -> List[int]:
@@ -72,13 +71,20 @@ def naive_generate(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens
 
     window_keep None: the seeds' rule, the last block_size tokens every step;
     an int: the cached loops' sliding rule (module docstring), recomputed."""
+    return list(iter_naive_tokens(model, prompt, max_new_tokens, params, seed, seq, stop_ids, window_keep))
+
+
+@torch.no_grad()
+def iter_naive_tokens(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: int,
+                      params: SamplingParams = GREEDY, seed: int = 0, seq: int = 0, stop_ids: Iterable[int] = (),
+                      window_keep: Optional[int] = None) -> Iterator[int]:
+    """naive_generate one token at a time."""
     bs = model.config.block_size
     _check(prompt, bs, window_keep)
     device = next(model.parameters()).device
     stop_ids = set(stop_ids)
     tokens = list(prompt)
     start = max(0, len(tokens) - bs)
-    out: List[int] = []
     for step in range(max_new_tokens):
         if window_keep is None:
             start = max(0, len(tokens) - bs)
@@ -88,18 +94,26 @@ def naive_generate(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens
         logits, _ = model(idx)                                                # (1, T, vocab)
         t = sample_from_logits(_last_logits(logits), params, seed, seq, step, history=tokens)
         if t in stop_ids:
-            break
+            return
         tokens.append(t)
-        out.append(t)
-    return out
+        yield t
 
 
-@torch.no_grad()
 def iter_kv_tokens(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: int,
                    params: SamplingParams = GREEDY, seed: int = 0, seq: int = 0, stop_ids: Iterable[int] = (),
                    window_keep: Optional[int] = None) -> Iterator[int]:
     """kv_generate one token at a time (a stop id ends it and is not yielded).
     `model` is a `gptfast.model.GPT`; its caches are (re)allocated for one sequence."""
+    for t, _ in iter_kv_steps(model, prompt, max_new_tokens, params, seed, seq, stop_ids, window_keep):
+        yield t
+
+
+@torch.no_grad()
+def iter_kv_steps(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: int,
+                  params: SamplingParams = GREEDY, seed: int = 0, seq: int = 0, stop_ids: Iterable[int] = (),
+                  window_keep: Optional[int] = None) -> Iterator[Tuple[int, List[float]]]:
+    """iter_kv_tokens, yielding (token, the logits it was sampled from) (what
+    `python -m gptfast.generate --show-probs` prints)."""
     bs = model.config.block_size
     window_keep = default_window_keep(bs) if window_keep is None else window_keep
     _check(prompt, bs, window_keep)
@@ -122,7 +136,7 @@ def iter_kv_tokens(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens
         if t in stop_ids:
             return
         tokens.append(t)
-        yield t
+        yield t, logits
         if step + 1 == max_new_tokens:
             return
         new_start = next_window_start(start, len(tokens), bs, window_keep)

@@ -255,6 +255,7 @@ class Trainer:
                     "torch_cuda": [s["g"] for s in states]},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "dataset": {"path": str(self.dataset.path), "key": self.dataset.meta.get("key")},
+            "contacts": list(self.dataset.meta.get("contacts") or []),   # the chat REPL's speakers
         }
 
     def save(self, step: int, val_loss: Optional[float], best: bool) -> None:

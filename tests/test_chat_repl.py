@@ -1,0 +1,139 @@
+"""The chat REPL (python -m gptfast.generate --chat) on a small model trained
+on a synthetic WhatsApp export: turns alternate, speakers are other contacts,
+<UNK> never appears, commands work, the history fits the block."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from gptfast.chat import ChatSession, run_chat
+from gptfast.engine import make_engine
+from gptfast.errors import InputError
+from gptfast.sampling import SamplingParams
+from gptfast.trained import load_trained
+from generate_helpers import CHAT_LINES, chat_run
+from train_helpers import one_thread  # noqa: F401 (autouse fixture)
+
+CONTACTS = ["Ana", "Luis", "Marta", "+34 600 11 22 33"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return chat_run(tmp_path_factory.mktemp("chat"))
+
+
+@pytest.fixture(scope="module")
+def trained(run):
+    return load_trained(run)
+
+
+def session(trained, engine="cpp", **kw):
+    kw.setdefault("params", SamplingParams(temperature=1.0))
+    return ChatSession(make_engine(engine, trained.model), trained.tokenizer, trained.contacts, **kw)
+
+
+def chat(s, lines):
+    out, err = io.StringIO(), io.StringIO()
+    feed = iter(lines)
+
+    def read_line(prompt):
+        try:
+            return next(feed)
+        except StopIteration:
+            raise EOFError from None
+
+    run_chat(s, out, err, read_line)
+    return out.getvalue().splitlines(), err.getvalue()
+
+
+def test_contacts_come_back_from_the_run(trained):
+    assert trained.contacts == CONTACTS
+    meta = dict(trained.meta)
+    meta.pop("contacts")
+    old = type(trained)(trained.model, trained.tokenizer, meta, trained.path)
+    assert old.contacts == CONTACTS   # older checkpoints: read off the special tokens
+
+
+def test_turns_alternate_and_speakers_are_the_others(trained):
+    s = session(trained, user="Ana", turns=2, seed=11)
+    lines, _ = chat(s, ["hola a todos", "vamos a la playa", "¿a qué hora?"])
+    assert len(lines) == 9
+    for i in range(0, 9, 3):
+        assert lines[i].startswith("Ana: ")
+        for reply in lines[i + 1:i + 3]:
+            speaker = reply.split(":", 1)[0] if not reply.startswith("+34") else "+34 600 11 22 33"
+            assert speaker in CONTACTS and speaker != "Ana"
+    assert all("<UNK>" not in line and "<END>" not in line for line in lines)
+
+
+def test_unknown_words_never_come_back_as_unk(trained):
+    s = session(trained, user="Luis", turns=3, seed=2, params=SamplingParams(temperature=1.5))
+    lines, _ = chat(s, ["palabras rarísimas xyzzy plugh", "más xyzzy"])
+    assert trained.tokenizer.unk_id in s.history          # the user's unknown words are <UNK>...
+    model_tokens = [t for line in lines if not line.startswith("Luis: ") for t in line.split()]
+    assert "<UNK>" not in model_tokens                     # ...the model's never
+
+
+def test_history_keeps_the_training_format(trained):
+    s = session(trained, user="Marta", turns=1, seed=3, max_turn_tokens=3)
+    chat(s, ["hola", "perfecto"])
+    tok = trained.tokenizer
+    end = tok.stoi["<END>"]
+    contact_ids = set(s.contact_ids.values())
+    messages, current = [], []
+    for t in s.history:
+        current.append(t)
+        if t == end:
+            messages.append(current)
+            current = []
+    assert current == [] and len(messages) == 4
+    for m in messages:   # contact token, body without contacts, <END>
+        assert m[0] in contact_ids and m[-1] == end and not contact_ids & set(m[1:-1])
+
+
+def test_context_is_cut_at_a_message_start(trained):
+    s = session(trained, user="Ana", seed=4)
+    for text in ["hola a todos, ¿qué tal?", "muy bien", "vamos a la playa", "a las cinco"] * 3:
+        s.say(text)
+    ctx = s.context()
+    block = trained.model.config.block_size
+    assert len(ctx) <= block - block // 4
+    assert ctx[0] == s.contact_ids["Ana"] and ctx == s.history[-len(ctx):]
+
+
+def test_commands(trained):
+    s = session(trained, user="Ana", seed=5)
+    lines, err = chat(s, ["/temp 0", "/top-k 3", "/top-p 0.5", "/turns 2", "/as Luis", "/contacts", "/nope",
+                          "/as Nadie", "/temp x", "hola", "/reset", "/quit", "never read"])
+    assert s.params.temperature == 0 and s.params.top_k == 3 and s.params.top_p == 0.5 and s.turns == 2
+    assert s.user == "Luis" and s.history == []
+    assert any("Ana, Luis, Marta" in line for line in lines)
+    assert any("unknown command /nope" in line for line in lines)
+    assert "unknown contact 'Nadie'" in err and "expected a number, got 'x'" in err
+    assert "never read" not in "\n".join(lines)
+
+
+def test_a_seed_replays_the_conversation(trained):
+    a, _ = chat(session(trained, user="Ana", turns=2, seed=8), ["hola", "¿qué tal?"])
+    b, _ = chat(session(trained, user="Ana", turns=2, seed=8, engine="torch"), ["hola", "¿qué tal?"])
+    assert a == b
+
+
+def test_a_model_without_chat_tokens_is_refused(trained):
+    with pytest.raises(InputError, match="no contact tokens"):
+        ChatSession(make_engine("cpp", trained.model), trained.tokenizer, [])
+
+
+def test_piped_stdin_end_to_end(run):
+    """The real command with stdin from a pipe: echo, replies, clean exit at EOF."""
+    proc = subprocess.run([sys.executable, "-m", "gptfast.generate", "--run", str(run), "--chat", "--as",
+                           "+34 600 11 22 33", "--seed", "1", "--turns", "2"],
+                          input="no puedo\n/temp 0.5\nhasta luego\n", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "+34 600 11 22 33: no puedo" and len(lines) == 8
+    assert "chatting as +34 600 11 22 33" in proc.stderr and "Traceback" not in proc.stderr
+    assert all("<UNK>" not in line for line in lines)

@@ -1,0 +1,157 @@
+"""python -m gptfast.generate on small trained runs: engines agree, output
+modes (stream, JSON, --show-probs) tell the same story, bad input exits 2."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from gptfast import generate as cli
+from gptfast.trained import load_trained
+from generate_helpers import char_run
+from train_helpers import one_thread  # noqa: F401 (autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return char_run(tmp_path_factory.mktemp("generate"))
+
+
+def main(capsys, *argv):
+    cli.main([str(a) for a in argv])
+    return capsys.readouterr()
+
+
+def as_json(capsys, run, *argv):
+    return json.loads(main(capsys, "--run", run, "--json", *argv).out)
+
+
+@pytest.mark.parametrize("engine", ["torch", "reference"])
+@pytest.mark.parametrize("temperature", ["0", "0.9"])
+def test_engines_print_the_same_text(capsys, run, engine, temperature):
+    # The reference engine is the seeds' loop, which crops the context every
+    # step: the same text as the cached engines until the block (16) is full.
+    n = 40 if engine == "torch" else 10
+    common = ["--prompt", "Quien ", "--max-new-tokens", n, "--temperature", temperature, "--seed", 3,
+              "--no-stream"]
+    cpp = main(capsys, "--run", run, "--engine", "cpp", *common).out
+    other = main(capsys, "--run", run, "--engine", engine, *common).out
+    assert cpp == other and cpp.startswith("Quien ")
+
+
+def test_json_output(capsys, run):
+    out = as_json(capsys, run, "--prompt", "Mas vale", "--max-new-tokens", 25, "--num-samples", 3, "--seed", 9)
+    trained = load_trained(run)
+    assert len(out["samples"]) == 3 and out["new_tokens"] == 75 and out["prompt_tokens"] == 8
+    for s in out["samples"]:
+        assert len(s["tokens"]) == 25 and s["finish_reason"] == "length"
+        assert s["completion"] == trained.tokenizer.decode(s["tokens"]) and s["text"] == "Mas vale" + s["completion"]
+    assert out["tokens_per_second"] > 0 and out["first_token_s"] > 0
+    again = as_json(capsys, run, "--prompt", "Mas vale", "--max-new-tokens", 25, "--num-samples", 3, "--seed", 9)
+    assert again["samples"] == out["samples"]               # a seed reproduces
+    other = as_json(capsys, run, "--prompt", "Mas vale", "--max-new-tokens", 25, "--num-samples", 3, "--seed", 10)
+    assert other["samples"] != out["samples"]
+
+
+def test_streaming_prints_what_the_batch_prints(capsys, run):
+    args = ["--run", run, "--prompt", "Dime ", "--max-new-tokens", 30, "--num-samples", 2, "--seed", 4]
+    streamed = main(capsys, *args, "--stream")
+    batched = main(capsys, *args, "--no-stream")
+    assert streamed.out == batched.out
+    assert "tokens/s" in streamed.err and "tokens/s" in batched.err
+
+
+def test_stop_string_cuts_the_text(capsys, run):
+    full = as_json(capsys, run, "--prompt", "A", "--max-new-tokens", 80, "--seed", 1)["samples"][0]
+    assert "a" in full["completion"]
+    cut = as_json(capsys, run, "--prompt", "A", "--max-new-tokens", 80, "--seed", 1, "--stop", "a")["samples"][0]
+    assert cut["finish_reason"] == "stop_string"
+    assert cut["completion"] == full["completion"][: full["completion"].index("a")]
+    streamed = main(capsys, "--run", run, "--prompt", "A", "--max-new-tokens", 80, "--seed", 1, "--stop", "a",
+                    "--stream").out
+    assert streamed == "A" + cut["completion"] + "\n"
+
+
+def test_show_probs_agrees_with_generate(capsys, run):
+    args = ["--prompt", "El que", "--max-new-tokens", 12, "--seed", 5, "--temperature", "0.8", "--top-k", 10]
+    probs = as_json(capsys, run, "--show-probs", 4, *args)
+    sample = as_json(capsys, run, *args)["samples"][0]
+    assert [s["id"] for s in probs["steps"]] == sample["tokens"]
+    for s in probs["steps"]:
+        ps = [c["prob"] for c in s["candidates"]]
+        assert len(ps) <= 4 and ps == sorted(ps, reverse=True) and sum(ps) <= 1 + 1e-9
+        assert s["prob"] > 0
+    table = main(capsys, "--run", run, "--show-probs", 4, *args).out.splitlines()
+    assert table[0].split()[:3] == ["step", "chosen", "p"] and len(table) >= 13
+
+
+def test_greedy_show_probs_shows_the_model_distribution(capsys, run):
+    probs = as_json(capsys, run, "--show-probs", 3, "--prompt", "Al", "--max-new-tokens", 5, "--temperature", 0)
+    for s in probs["steps"]:
+        assert s["id"] == s["candidates"][0]["id"] and s["prob"] < 1.0
+
+
+def write_pickle(path):
+    path.mkdir()
+    (path / "checkpoint.json").write_text(json.dumps({"format": "gptfast.checkpoint", "model_config": {},
+                                                      "tokenizer": {}, "iter": 0}))
+    (path / "model.safetensors").write_bytes(pickle.dumps({"w": [1, 2, 3]}))
+    return path
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--run", "{tmp}/missing"], "no such run directory"),
+    (["--run", "{run}", "--prompt", "Quien €"], "(character 6): character '€'"),
+    (["--run", "{run}", "--top-p", "0"], "--top-p: expected a number in (0, 1]"),
+    (["--run", "{run}", "--top-p", "1.5"], "--top-p: expected a number in (0, 1]"),
+    (["--run", "{run}", "--temperature", "-0.5"], "--temperature: expected a number >= 0"),
+    (["--run", "{run}", "--top-k", "x"], "--top-k"),
+    (["--run", "{run}", "--ban", "<nope>"], "--ban '<nope>' is not a token"),
+    (["--run", "{run}", "--chat"], "--chat needs a model trained on a chat export"),
+    (["--run", "{run}", "--prompt-file", "{tmp}/none.txt"], "none.txt: cannot read the prompt"),
+    (["--run", "{run}", "--prompt-file", "{tmp}/latin1.txt"], "latin1.txt (byte 3): the prompt is not UTF-8"),
+    (["--run", "{run}", "--prompt", "a", "--prompt-file", "{tmp}/latin1.txt"], "not both"),
+    (["--run", "{run}/last", "--engine", "gpu"], "--engine: invalid choice"),
+    (["--run", "{tmp}/pickled"], "never unpickles"),
+    (["--run", "{tmp}"], "not a gptfast run directory"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, run, tmp_path, argv, expected):
+    (tmp_path / "latin1.txt").write_bytes("Qui\xe9n".encode("latin-1"))
+    write_pickle(tmp_path / "pickled")
+    argv = [a.format(tmp=tmp_path, run=run) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_checkpoint_choice_and_fallback(run, tmp_path):
+    assert load_trained(run).path.name == "best"
+    assert load_trained(run, "last").path.name == "last"
+    import shutil
+
+    shutil.copytree(run / "last", tmp_path / "only-last" / "last")
+    assert load_trained(tmp_path / "only-last").path.name == "last"
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_text_stream_prints_exactly_the_final_text(kind):
+    """Fed one token at a time, the stream prints decode(all tokens) and
+    never a character it would have to take back."""
+    import io
+
+    from gptfast.streaming import TextStream
+    from gptfast.tokenizer import Tokenizer
+
+    text = "¿Qué? Dijo: \"l'homme\" (no), ¡sí! 3.14 d'Artagnan's end.\nOtra línea, ok."
+    tok = Tokenizer.fit(text, kind=kind)
+    ids = [int(i) for i in tok.encode(text)]
+    out = io.StringIO()
+    stream = TextStream(tok.decode, out)
+    for t in ids:
+        stream.feed([t])
+        assert tok.decode(ids).startswith(out.getvalue())
+    stream.finish()
+    assert out.getvalue() == tok.decode(ids)
