@@ -101,12 +101,25 @@ def sdpa_attention(q, k, v, dropout_p: float = 0.0, mask: Optional[torch.Tensor]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None)
 
 
+_decode_attention = None
+DECODE_MAX_QUERIES = 128   # kernels/decode_attention.py's limit on new positions per call
+
+
 def triton_attention(q, k, v, dropout_p: float = 0.0, mask: Optional[torch.Tensor] = None):
-    if mask is not None:
-        # The kernel is causal over equal-length q and k; a cache query (q
-        # shorter than k) needs an explicit mask, which SDPA handles.
+    if mask is None:
+        return load_flash_attention()(q, k, v, dropout_p=dropout_p)
+    # A cached call (GPT.forward with input_pos): the queries are the last
+    # Tq of the cache's valid positions (positions are consecutive), which is
+    # what the decode kernel computes.  The valid length is read off the mask's
+    # last row on the device: no host sync, so CUDA graphs can capture it.
+    if q.shape[2] > DECODE_MAX_QUERIES:   # a long prefill: SDPA with the mask
         return sdpa_attention(q, k, v, dropout_p, mask)
-    return load_flash_attention()(q, k, v, dropout_p=dropout_p)
+    global _decode_attention
+    if _decode_attention is None:
+        load_flash_attention()   # the same Triton import, with its clear error
+        from gptfast.kernels.decode_attention import decode_attention as _decode_attention
+    lens = mask[-1].sum(dtype=torch.int32).repeat(q.shape[0])          # (B,) valid cache slots
+    return _decode_attention(q, k, v, lens)
 
 
 _ATTENTION = {"reference": reference_attention, "sdpa": sdpa_attention, "triton": triton_attention}
@@ -252,6 +265,9 @@ class GPT(nn.Module):
             self.lm_head.weight = self.tok_emb.weight
         self.max_batch_size = 0
         self.max_seq_len = 0
+        # Cached calls: attend over the whole cache under a mask (True), or
+        # over the slots in use only (False); None = True off the CPU.
+        self.read_whole_cache: Optional[bool] = None
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -312,7 +328,7 @@ class GPT(nn.Module):
             kv_len = self._check_cached_call(B, T, input_pos)
             pos = input_pos
             # Query at position p sees cache slots 0..p (slots past the newest
-            # position hold stale values and are cut off by kv_len).
+            # position hold stale values, cut off by kv_len and the mask).
             mask = torch.arange(kv_len, device=idx.device)[None, :] <= input_pos[:, None]   # (T, kv_len)
         if self.config.pos_embedding == "learned":
             pos_emb = self.pos_emb(pos)                                  # (T, C)
@@ -328,19 +344,31 @@ class GPT(nn.Module):
         return logits, loss
 
     def _check_cached_call(self, B: int, T: int, input_pos: torch.Tensor) -> int:
-        """Validate a cached call; return kv_len, the number of cache slots in use."""
+        """Validate a cached call; return kv_len, the cache slots attention reads.
+
+        input_pos must hold consecutive positions (a prefill from any start, or
+        one new token).  On the CPU the positions are checked and attention
+        reads only the slots in use.  On an accelerator that would cost a host
+        sync per call (and break CUDA-graph capture), so there attention reads
+        the whole cache and the mask hides the unused slots: same result
+        (`read_whole_cache` overrides the choice)."""
         if self.blocks[0].attn.kv_cache is None:
             raise RuntimeError("forward(input_pos=...) needs the KV caches: call model.setup_caches(...) first")
         if input_pos.dim() != 1 or input_pos.shape[0] != T:
             raise ValueError(f"input_pos must have shape ({T},) to match idx, got {tuple(input_pos.shape)}")
         if B > self.max_batch_size:
             raise ValueError(f"batch of {B} exceeds the caches' max_batch_size {self.max_batch_size}")
-        last = int(input_pos.max())  # one host sync per call, not per layer
+        whole = self.read_whole_cache if self.read_whole_cache is not None else input_pos.device.type != "cpu"
+        if whole:
+            return self.max_seq_len
+        first, last = int(input_pos[0]), int(input_pos[-1])
         if last >= self.max_seq_len:
             raise ValueError(
                 f"position {last} is past the caches' max_seq_len {self.max_seq_len} "
                 f"(block_size {self.config.block_size})"
             )
+        if T > 1 and not torch.equal(input_pos, torch.arange(first, first + T)):
+            raise ValueError(f"input_pos must be consecutive positions, got {input_pos.tolist()}")
         return last + 1
 
     @torch.no_grad()

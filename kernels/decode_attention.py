@@ -276,7 +276,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         sm_scale = 1.0 / math.sqrt(D)
     has_lens = isinstance(cache_len, torch.Tensor)
     if has_lens:
-        lens = cache_len.to(device=q.device, dtype=torch.int32)
+        lens = cache_len.to(device=q.device, dtype=torch.int32).contiguous()   # the kernel reads lens[b]
         max_len = L_max  # the true max would need a device sync
         cache_len_int = 0
     else:

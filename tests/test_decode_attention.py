@@ -91,6 +91,16 @@ def test_per_batch_lengths(Tq, num_splits):
     check(out, q, k, v, lens, f"Tq={Tq} lens={lens.tolist()} splits={num_splits}")
 
 
+def test_broadcast_lengths_tensor():
+    """One length expanded to the batch (a stride-0 view, as a model makes
+    from a scalar): every row must read it, not the memory beyond it."""
+    q, k, v = make_inputs(1, 16, torch.float32, seed=3)
+    storage = torch.tensor([200, 5, 5], dtype=torch.int32, device=DEVICE)   # what a stride-1 read would see
+    lens = storage[:1].expand(q.shape[0])
+    out = da.decode_attention(q, k, v, lens)
+    check(out, q, k, v, 200, "expanded lens")
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("Tq,D", [(1, 16), (3, 128)])
 def test_half_precision_within_torch_error(dtype, Tq, D):

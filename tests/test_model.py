@@ -282,3 +282,34 @@ def test_both_models_have_the_configured_parameter_count(name, vocab):
     n = sum(r[2] for r in rows)
     assert n == cfg.num_params() == sum(p.numel() for p in GPTLanguageModel(cfg).parameters())
     assert format_parameter_table(rows).splitlines()[-1].split()[1] == f"{n:,}"
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["slots-in-use", "whole-cache"])
+@pytest.mark.parametrize("config", [GPTConfig(vocab_size=11, block_size=24, n_layer=2, n_head=2, n_embd=32),
+                                    preset("chat", vocab_size=13, n_layer=1, dropout=0.0, block_size=24)],
+                         ids=["hs16", "hs42"])
+def test_triton_cached_decoding_equals_full_forward(flash_attention, monkeypatch, config, whole):
+    """The decode kernel in cached calls (and SDPA for prefills longer than
+    the kernel takes), reading the slots in use (CPU) or the whole cache
+    under the mask (the sync-free CUDA path): the logits of a full forward."""
+    import gptfast.model as model_module
+
+    monkeypatch.setattr(model_module, "DECODE_MAX_QUERIES", 4)   # the 6-token prefill goes to SDPA
+    _, fast = make_pair(config, torch.float32, "sdpa")
+    idx = torch.randint(0, config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = fast(idx)[0]                                               # (B, T, V)
+    triton = GPT(config.replace(attention="triton"))
+    triton.load_state_dict(fast.state_dict())
+    triton.setup_caches(max_batch_size=2)
+    triton.read_whole_cache = whole
+    steps = [triton.prefill(idx[:, :6]), triton(idx[:, 6:9], input_pos=torch.arange(6, 9))[0]]
+    steps += [triton.decode_one_token(idx[:, t:t + 1], torch.tensor([t])) for t in range(9, 13)]
+    assert rel_err(torch.cat(steps, dim=1), full) <= 1e-4
+
+
+def test_cached_positions_must_be_consecutive():
+    model = GPT(GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=32))
+    model.setup_caches(1)
+    with pytest.raises(ValueError, match=r"consecutive positions, got \[0, 2\]"):
+        model(torch.zeros(1, 2, dtype=torch.long), input_pos=torch.tensor([0, 2]))
