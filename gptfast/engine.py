@@ -316,12 +316,16 @@ def _seed_loop(model, prompt, max_new_tokens, params, seed, seq, stop_ids, windo
     return iter_naive_tokens(model, prompt, max_new_tokens, params, seed, seq, stop_ids, None)
 
 
-def make_engine(kind: str, model: torch.nn.Module, dtype: str = "float32", threads: Optional[int] = None):
+def make_engine(kind: str, model: torch.nn.Module, dtype: str = "float32", threads: Optional[int] = None,
+                compile: bool = False):
     """The engine `python -m gptfast.generate --engine KIND` runs.
 
     auto: cpp on the CPU (torch when the extension is missing), torch on CUDA.
     cpp: the C++ engine (CPU; weights copied out of `model`).
-    torch: the KV-cached PyTorch loop on the model's device.
+    torch: the KV-cached PyTorch loop on the model's device: on CUDA the
+        batched `DeviceEngine` (sampling on the GPU; `compile` captures the
+        decode step with torch.compile), on the CPU the Python loop that is
+        the C++ engine's exact twin.
     reference: the seeds' loop, a full forward over the context per token."""
     from gptfast.errors import InputError
 
@@ -337,6 +341,10 @@ def make_engine(kind: str, model: torch.nn.Module, dtype: str = "float32", threa
         return CppEngine.from_model(model.float().cpu() if on_cuda else model, dtype=dtype, threads=threads)
     if kind == "reference":
         return TorchEngine(model, stepper=_seed_loop, name="reference")
+    if on_cuda:
+        from gptfast.device_engine import DeviceEngine
+
+        return DeviceEngine(model, compile=compile)
     return TorchEngine(model)
 
 

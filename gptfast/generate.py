@@ -52,6 +52,8 @@ def build_parser() -> ArgumentParser:
                      "(half the bytes per token; float32 arithmetic in the cpp engine)")
     src.add_argument("--threads", type=POS_INT, metavar="N", help="CPU threads (default: all cores)")
     src.add_argument("--device", choices=DEVICES, default="auto", help="where the torch engines run")
+    src.add_argument("--compile", action="store_true", help="CUDA: capture the decode step with "
+                     "torch.compile(mode='reduce-overhead') (slow first tokens, faster after)")
 
     text = p.add_argument_group("prompt and output")
     text.add_argument("--prompt", metavar="TEXT", help="text to continue (default: start of a line)")
@@ -162,7 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                 repetition_penalty=args.repetition_penalty, banned_ids=tuple(sorted(set(banned))))
         params.check_vocab(tok.vocab_size)
-        engine = make_engine(args.engine, trained.model, dtype=args.dtype, threads=args.threads)
+        engine = make_engine(args.engine, trained.model, dtype=args.dtype, threads=args.threads,
+                             compile=args.compile)
 
         if args.chat:
             from gptfast.chat import ChatSession, random_seed, run_chat
