@@ -50,7 +50,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"trained {result.iter} steps: val loss {result.val_loss:.4f}; run directory {result.run_dir}")
         print("gptfast quickstart: 3/3 sampling", file=sys.stderr)
         print(sample_text(result.model, result.tokenizer, args.sample_tokens, seed=0))
-        print(f"\nnext: python -m gptfast.train --data YOUR_TEXT.txt --max-minutes 10   "
+        print(f"\nnext: python -m gptfast.generate --run {result.run_dir} --prompt \"The \"   (more samples)\n"
+              f"      python -m gptfast.train --data YOUR_TEXT.txt --max-minutes 10   "
               f"(or --resume {result.run_dir})", file=sys.stderr)
 
 
