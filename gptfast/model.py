@@ -101,6 +101,22 @@ def sdpa_attention(q, k, v, dropout_p: float = 0.0, mask: Optional[torch.Tensor]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None)
 
 
+_fused_ops = None
+
+
+def _fused():
+    """The fused LayerNorm and cross-entropy kernels, imported with the backend."""
+    global _fused_ops
+    if _fused_ops is None:
+        from types import SimpleNamespace
+
+        from gptfast.kernels.cross_entropy import cross_entropy
+        from gptfast.kernels.layer_norm import layer_norm
+
+        _fused_ops = SimpleNamespace(layer_norm=layer_norm, cross_entropy=cross_entropy)
+    return _fused_ops
+
+
 _decode_attention = None
 DECODE_MAX_QUERIES = 128   # kernels/decode_attention.py's limit on new positions per call
 
@@ -265,6 +281,9 @@ class GPT(nn.Module):
             self.lm_head.weight = self.tok_emb.weight
         self.max_batch_size = 0
         self.max_seq_len = 0
+        # The triton backend also fuses LayerNorm with the residual adds and
+        # computes the loss with the fused cross-entropy kernel (False: torch's).
+        self.fuse_ops = True
         # Cached calls: attend over the whole cache under a mask (True), or
         # over the slots in use only (False); None = True off the CPU.
         self.read_whole_cache: Optional[bool] = None
@@ -335,13 +354,39 @@ class GPT(nn.Module):
         else:
             pos_emb = self.pos_table[pos]
         x = self.drop(self.tok_emb(idx) + pos_emb)                       # (B, T, C)
-        for block in self.blocks:
-            x = block(x, backend, input_pos, mask)
-        logits = self.lm_head(self.ln_f(x))                              # (B, T, vocab)
+        fused = backend == "triton" and self.fuse_ops
+        if fused:
+            x = self._blocks_fused(x, backend, input_pos, mask)          # ln_f(x) included
+        else:
+            for block in self.blocks:
+                x = block(x, backend, input_pos, mask)
+            x = self.ln_f(x)
+        logits = self.lm_head(x)                                         # (B, T, vocab)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+            flat_logits, flat_targets = logits.view(B * T, -1), targets.reshape(B * T)
+            if fused:
+                loss = _fused().cross_entropy(flat_logits, flat_targets, ignore_index=-1)
+            else:
+                loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=-1)
         return logits, loss
+
+    def _blocks_fused(self, x: torch.Tensor, backend: str, input_pos, mask) -> torch.Tensor:
+        """The blocks and ln_f with each residual add fused into the LayerNorm
+        that follows it (kernels/layer_norm.py): the same math as Block.forward,
+        one pass over the residual stream per add instead of two.
+        x (B, T, C) -> ln_f(residual stream) (B, T, C)."""
+        ln = _fused().layer_norm
+        norms = [b.ln1 for b in self.blocks] + [self.ln_f]
+        h = x                                                            # the residual stream
+        y = ln(h, norms[0].weight, norms[0].bias, norms[0].eps)
+        for i, block in enumerate(self.blocks):
+            a = block.attn(y, backend, input_pos, mask)
+            y, h = ln(a, block.ln2.weight, block.ln2.bias, block.ln2.eps, residual=h)    # h += a; y = ln2(h)
+            m = block.mlp(y)
+            nxt = norms[i + 1]
+            y, h = ln(m, nxt.weight, nxt.bias, nxt.eps, residual=h)                      # h += m; y = next LN(h)
+        return y
 
     def _check_cached_call(self, B: int, T: int, input_pos: torch.Tensor) -> int:
         """Validate a cached call; return kv_len, the cache slots attention reads.

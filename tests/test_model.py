@@ -110,12 +110,33 @@ def flash_attention():
     [
         (GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=32), 2, 9),   # head size 16
         (preset("chat", vocab_size=13, n_layer=1, dropout=0.0), 2, 17),                    # head size 42
+        (GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=False), 2, 9),
     ],
-    ids=["hs16", "hs42"],
+    ids=["hs16", "hs42", "no-bias"],
 )
 def test_triton_backend_matches_reference(flash_attention, config, B, T):
-    # The kernel's float32 contract: under 1e-4 relative.
+    """Flash attention, LayerNorms fused with the residual adds and the fused
+    cross-entropy, against the seed model: logits, loss and every gradient
+    within the kernels' float32 contract (1e-4 relative)."""
     check_parity(config, B, T, torch.float32, "triton", tol=1e-4)
+
+
+def test_triton_backend_runs_the_fused_kernels(flash_attention, monkeypatch):
+    import gptfast.model as model_module
+
+    calls = []
+    real = model_module._fused()
+    spy = type(real)(layer_norm=lambda *a, **k: calls.append("ln") or real.layer_norm(*a, **k),
+                     cross_entropy=lambda *a, **k: calls.append("ce") or real.cross_entropy(*a, **k))
+    monkeypatch.setattr(model_module, "_fused_ops", spy)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=32, attention="triton"))
+    idx = torch.zeros(1, 5, dtype=torch.long)
+    model(idx, idx)
+    assert calls == ["ln"] * 5 + ["ce"]        # ln1 of block 0, then 2 fused adds per block; the loss
+    calls.clear()
+    model.fuse_ops = False
+    model(idx, idx)
+    assert calls == []
 
 
 def test_triton_backend_unavailable_is_a_clear_construction_error(monkeypatch):
