@@ -338,7 +338,7 @@ def make_engine(kind: str, model: torch.nn.Module, dtype: str = "float32", threa
         if _backend.extension() is None:
             raise InputError("the C++ engine needs the extension gptfast._C, which is not built "
                              "(or GPTFAST_REFERENCE is set); use --engine torch, or reinstall with a compiler")
-        return CppEngine.from_model(model.float().cpu() if on_cuda else model, dtype=dtype, threads=threads)
+        return CppEngine.from_model(model, dtype=dtype, threads=threads)   # copies the weights to host buffers
     if kind == "reference":
         return TorchEngine(model, stepper=_seed_loop, name="reference")
     if on_cuda:

@@ -67,7 +67,8 @@ def build_parser() -> ArgumentParser:
                       "(default: on in a terminal)")
     text.add_argument("--json", action="store_true", help="one JSON object with texts, tokens and timing")
     text.add_argument("--show-probs", type=POS_INT, nargs="?", const=5, metavar="K", help="print the K most "
-                      "likely candidates at each step (default K 5; with --json, as JSON)")
+                      "likely candidates at each step (default K 5; with --json, as JSON); one sample, drawn by "
+                      "the PyTorch KV-cache loop with the same sampler, so the same text as the engines")
 
     samp = p.add_argument_group("sampling")
     samp.add_argument("--temperature", type=NONNEG_FLOAT, default=0.8, metavar="T", help="0 = greedy (default 0.8)")
