@@ -118,3 +118,36 @@ def test_precedence_defaults_file_cli(tmp_path):
     f.write_text(json.dumps({"lr": 0.5, "max_iters": 7}))
     cfg, resume, progress = config_from_args(build_parser().parse_args(["--config", str(f), "--lr", "0.1", "--quiet"]))
     assert (cfg.lr, cfg.max_iters, cfg.batch_size, resume, progress) == (0.1, 7, 32, None, "quiet")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path):
+    """A real SIGINT (what Ctrl-C sends) to a training process: it finishes
+    the step, writes last/, says so, exits 0; --resume carries on from there."""
+    import signal
+    import time
+
+    data = prepared(tmp_path)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "gptfast.train", "--data", str(data), *TINY, "--out", str(out),
+            "--max-iters", "100000", "--eval-interval", "100000", "--log-interval", "1"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    seen = []
+    for line in proc.stdout:            # wait until steps are running
+        seen.append(line)
+        if line.startswith("iter 5/"):
+            break
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(seen) + rest
+    assert proc.returncode == 0, text
+    assert "Ctrl-C: saving a checkpoint" in text and "Traceback" not in text
+    meta = json.loads((out / "last" / "checkpoint.json").read_text())
+    stopped_at = meta["iter"]
+    assert stopped_at >= 5
+    resumed = subprocess.run([sys.executable, "-m", "gptfast.train", "--resume", str(out),
+                              "--max-iters", str(stopped_at + 3)], cwd=tmp_path, env=_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "last" / "checkpoint.json").read_text())["iter"] == stopped_at + 3
