@@ -89,6 +89,21 @@ void Scanner::set_vocab(const std::vector<std::string>& tokens, int32_t unk_id) 
     const bool plain = c < 128 && !literal_first_[c] && c < codepoint_ids_.size();
     ascii_char_ids_[c] = plain ? codepoint_ids_[c] : -1;
   }
+  for (uint32_t c = 0; c < 128; ++c) {
+    literal_first_ids_[c] = literal_first_[c] && c < codepoint_ids_.size() ? codepoint_ids_[c] : -1;
+    for (auto& word : literal_second_[c]) word = 0;
+  }
+  for (size_t l = 0; l + 1 < branches_.size(); ++l) {
+    const std::string& t = branches_[l].text;
+    const uint8_t first = static_cast<uint8_t>(t[0]);
+    if (first >= 128) continue;
+    if (t.size() == 1) {  // the byte alone is a special: every next byte may start it
+      for (auto& word : literal_second_[first]) word = ~uint64_t{0};
+      continue;
+    }
+    const uint8_t second = static_cast<uint8_t>(t[1]);
+    literal_second_[first][second >> 6] |= uint64_t{1} << (second & 63);
+  }
   for (uint32_t cp = 0x80; cp < 0x800; ++cp) {
     const uint8_t lead = static_cast<uint8_t>(0xC0 | (cp >> 6));
     const bool plain = !literal_first_[lead] && cp < codepoint_ids_.size();
@@ -258,7 +273,13 @@ EncodeResult Scanner::encode_chars(const uint8_t* s, size_t begin, size_t end, c
       const uint8_t b = s[i];
       int32_t id;
       if (b < 0x80) {
-        if ((id = ascii_char_ids_[b]) < 0) break;
+        if ((id = ascii_char_ids_[b]) < 0) {
+          // A byte that starts a special: the general path only when the
+          // next byte could continue one (at a chunk's end, always).
+          if ((id = literal_first_ids_[b]) < 0 || i + 1 >= end) break;
+          const uint8_t c = s[i + 1];
+          if ((literal_second_[b][c >> 6] >> (c & 63)) & 1) break;
+        }
         ++i;
       } else if ((b & 0xE0) == 0xC0 && i + 1 < end) {
         if ((id = two_byte_char_ids_[((b & 0x1Fu) << 6) | (s[i + 1] & 0x3Fu)]) < 0) break;

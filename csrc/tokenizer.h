@@ -95,6 +95,12 @@ class Scanner {
   // Char level: the id of each ASCII char that starts no literal, else -1
   // (filled by set_vocab) - the hot loop of char-level encoding.
   int32_t ascii_char_ids_[256] = {};
+  // Char level, an ASCII byte that starts a special token: its own id, and
+  // (bit c of literal_second_[b]) whether some special starts with b, c.  The
+  // hot loop sends it to the special-token test only when the next byte fits
+  // ("d" starts "don Quijote", but "de" cannot be that special).
+  int32_t literal_first_ids_[128] = {};
+  uint64_t literal_second_[128][4] = {};
   // Same for two-byte characters (U+0080..U+07FF: Latin accents, Greek,
   // Cyrillic...), indexed by code point, so accented text stays in the loop.
   std::vector<int32_t> two_byte_char_ids_ = std::vector<int32_t>(0x800, -1);

@@ -330,3 +330,14 @@ def test_unsupported_pattern_falls_back(monkeypatch, pattern):
     assert np.array_equal(ids, ref.encode(text))
     with pytest.raises(ValueError, match="outside the C.. scanner's subset"):
         Tokenizer.fit(text, kind="word", pattern=pattern, backend="cpp")
+
+
+@pytest.mark.parametrize("specials", [["don Quijote", "<END>", "Sancho:"], ["d", "don"], ["dé", "ñu", "S"]],
+                         ids=["bench", "one-byte", "non-ascii-second"])
+def test_char_level_specials_sharing_first_bytes_with_text(specials):
+    """The char-level hot loop lets a byte that starts a special through when
+    the next byte cannot continue any special: ids must still be re's."""
+    text = "de don donde d\ndon Quijote, dé ñu Sa Sancho: <END> <E dd\n" * 3 + "d"   # ends on a special's first byte
+    cpp, ref = pair(text, kind="char", specials=specials)
+    for piece in (text, text[:-1], "d", "do", "don d", text[5:]):
+        assert_same_ids(cpp.encode(piece, threads=1), ref.encode(piece), cpp.vocab, piece[:20])
