@@ -91,18 +91,21 @@ void Scanner::set_vocab(const std::vector<std::string>& tokens, int32_t unk_id) 
   }
   for (uint32_t c = 0; c < 128; ++c) {
     literal_first_ids_[c] = literal_first_[c] && c < codepoint_ids_.size() ? codepoint_ids_[c] : -1;
-    for (auto& word : literal_second_[c]) word = 0;
+    literal_prefixes_[c] = LiteralPrefixes{};
   }
   for (size_t l = 0; l + 1 < branches_.size(); ++l) {
     const std::string& t = branches_[l].text;
     const uint8_t first = static_cast<uint8_t>(t[0]);
     if (first >= 128) continue;
-    if (t.size() == 1) {  // the byte alone is a special: every next byte may start it
-      for (auto& word : literal_second_[first]) word = ~uint64_t{0};
-      continue;
-    }
-    const uint8_t second = static_cast<uint8_t>(t[1]);
-    literal_second_[first][second >> 6] |= uint64_t{1} << (second & 63);
+    LiteralPrefixes& p = literal_prefixes_[first];
+    if (p.n++ >= kPrefixes) continue;
+    // Both words are laid out as the bytes in memory (memcpy), so comparing
+    // them with 8 bytes of text loaded the same way needs no byte order.
+    const size_t m = std::min<size_t>(8, t.size());
+    uint8_t ones[8] = {};
+    std::fill(ones, ones + m, 0xFF);
+    std::memcpy(&p.bytes[p.n - 1], t.data(), m);
+    std::memcpy(&p.mask[p.n - 1], ones, 8);
   }
   for (uint32_t cp = 0x80; cp < 0x800; ++cp) {
     const uint8_t lead = static_cast<uint8_t>(0xC0 | (cp >> 6));
@@ -275,10 +278,15 @@ EncodeResult Scanner::encode_chars(const uint8_t* s, size_t begin, size_t end, c
       if (b < 0x80) {
         if ((id = ascii_char_ids_[b]) < 0) {
           // A byte that starts a special: the general path only when the
-          // next byte could continue one (at a chunk's end, always).
-          if ((id = literal_first_ids_[b]) < 0 || i + 1 >= end) break;
-          const uint8_t c = s[i + 1];
-          if ((literal_second_[b][c >> 6] >> (c & 63)) & 1) break;
+          // next 8 bytes could be one (near a chunk's end, always).
+          if ((id = literal_first_ids_[b]) < 0 || i + 8 > end) break;
+          const LiteralPrefixes& p = literal_prefixes_[b];
+          if (p.n > kPrefixes) break;
+          uint64_t w;
+          std::memcpy(&w, s + i, 8);
+          bool maybe = false;
+          for (int q = 0; q < p.n; ++q) maybe |= ((w ^ p.bytes[q]) & p.mask[q]) == 0;
+          if (maybe) break;
         }
         ++i;
       } else if ((b & 0xE0) == 0xC0 && i + 1 < end) {

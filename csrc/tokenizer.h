@@ -96,11 +96,18 @@ class Scanner {
   // (filled by set_vocab) - the hot loop of char-level encoding.
   int32_t ascii_char_ids_[256] = {};
   // Char level, an ASCII byte that starts a special token: its own id, and
-  // (bit c of literal_second_[b]) whether some special starts with b, c.  The
-  // hot loop sends it to the special-token test only when the next byte fits
-  // ("d" starts "don Quijote", but "de" cannot be that special).
+  // the first 8 bytes of the (at most kPrefixes) specials starting with it.
+  // The hot loop sends it to the special-token test only when the next 8
+  // bytes agree with one of them ("d" starts "don Quijote"; "de", "dos" and
+  // "don " + anything but "Quij" cannot be that special).
+  static constexpr int kPrefixes = 2;
+  struct LiteralPrefixes {
+    int n = 0;                     // > kPrefixes: too many, always test
+    uint64_t bytes[kPrefixes] = {};
+    uint64_t mask[kPrefixes] = {};  // 0xFF where the special has a byte
+  };
   int32_t literal_first_ids_[128] = {};
-  uint64_t literal_second_[128][4] = {};
+  LiteralPrefixes literal_prefixes_[128];
   // Same for two-byte characters (U+0080..U+07FF: Latin accents, Greek,
   // Cyrillic...), indexed by code point, so accented text stays in the loop.
   std::vector<int32_t> two_byte_char_ids_ = std::vector<int32_t>(0x800, -1);
