@@ -120,7 +120,7 @@ class ChatSession:
             self.history += body + [self.end_id]
             text = self.tokenizer.decode(body).strip()
             if stream is not None:
-                stream.finish(self.tokenizer.decode(body))
+                stream.finish()
                 out.write("\n")
                 out.flush()
             messages.append((names[speaker], text))

@@ -157,7 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         device = _device(args)
         trained = load_trained(args.run, args.checkpoint, device=device)
         tok = trained.tokenizer
-        if args.dtype != "float32" and args.engine in ("torch", "reference"):
+        runs_torch = args.engine in ("torch", "reference") or (args.engine == "auto" and device == "cuda")
+        if args.dtype != "float32" and runs_torch:  # (the cpp engine rounds its own copy)
             trained.model.to(DTYPES[args.dtype])
         banned = [_token_id(tok, t, "--ban") for t in args.ban]
         if tok.unk_id is not None:
@@ -183,13 +184,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         prompt = [int(t) for t in tok.encode(prompt_text, source="<prompt>")] if prompt_text else start_ids(tok)
         stop_ids, stop_strings = _stops(tok, args.stop)
         if args.show_probs:
-            _show_probs(trained, prompt, params, seed, args, stop_ids)
+            _show_probs(trained, prompt, prompt_text, params, seed, args, stop_ids)
             return
         stream = (sys.stdout.isatty() if args.stream is None else args.stream) and not args.json
         _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_strings, stream, args)
 
 
-def _show_probs(trained, prompt, params, seed, args, stop_ids) -> None:
+def _show_probs(trained, prompt, prompt_text, params, seed, args, stop_ids) -> None:
     from gptfast import probs
 
     rows = probs.iter_step_probs(trained.model, prompt, args.max_new_tokens, params, seed, args.show_probs, stop_ids)
@@ -197,16 +198,16 @@ def _show_probs(trained, prompt, params, seed, args, stop_ids) -> None:
     if args.json:
         steps = probs.as_json(rows, vocab)
         text = trained.tokenizer.decode([s["id"] for s in steps])
-        print(json.dumps({"prompt": args.prompt or "", "text": text, "steps": steps}, ensure_ascii=False))
+        print(json.dumps({"prompt": prompt_text, "text": text, "steps": steps}, ensure_ascii=False))
     else:
         chosen = probs.write_table(rows, vocab, sys.stdout)
-        print("\n" + trained.tokenizer.decode(prompt if args.prompt else []) + trained.tokenizer.decode(chosen))
+        print("\n" + (trained.tokenizer.decode(prompt) if prompt_text else "") + trained.tokenizer.decode(chosen))
 
 
 def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_strings, stream, args) -> None:
-    from gptfast.streaming import TextStream
+    from gptfast.streaming import TextStream, render
 
-    prefix = tok.decode(prompt) if prompt_text else ""  # shown before each sample
+    context = prompt if prompt_text else []   # shown with each sample (not the implicit start token)
     common = dict(stop_ids=stop_ids, stop_strings=stop_strings, decode=tok.decode)
     first_token = []
     t0 = time.perf_counter()
@@ -221,32 +222,30 @@ def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_str
         for i in range(args.num_samples):
             if i:
                 print("-" * 40)
-            sys.stdout.write(prefix)
-            printer = TextStream(tok.decode, sys.stdout, stop_strings)
+            printer = TextStream(tok.decode, sys.stdout, stop_strings, context)
             out = engine.generate([prompt], args.max_new_tokens, params, seed, seq_ids=[i], **common,
                                   callback=lambda fresh: (mark_first(fresh), printer.feed(fresh[0]))[-1])
-            printer.finish(out[0].text)
+            printer.finish()
             sys.stdout.write("\n")
             results += out
     else:
+        # The C++ engine times its first token itself; a per-token callback would only slow it.
         results = engine.generate([prompt] * args.num_samples, args.max_new_tokens, params, seed,
-                                  callback=mark_first, **common)
+                                  callback=None if engine.name == "cpp" else mark_first, **common)
     seconds = time.perf_counter() - t0
     new_tokens = sum(len(r.tokens) for r in results)
     first = engine.last_stats.get("first_token_s") if not stream else None
     first = first if first is not None else (first_token[0] if first_token else None)
     timing = {"new_tokens": new_tokens, "seconds": seconds, "tokens_per_second": new_tokens / max(seconds, 1e-9),
               "first_token_s": first, "prompt_tokens": len(prompt), "engine": _describe(engine)}
+    texts = [render(tok.decode, context, r.tokens, stop_strings)[0] for r in results]
     if args.json:
-        samples = [{"text": prefix + r.text, "completion": r.text, "tokens": r.tokens,
-                    "finish_reason": r.finish_reason} for r in results]
+        samples = [{"text": text, "completion": r.text, "tokens": r.tokens, "finish_reason": r.finish_reason}
+                   for text, r in zip(texts, results)]
         print(json.dumps({"prompt": prompt_text, "seed": seed, "samples": samples, **timing}, ensure_ascii=False))
         return
     if not stream:
-        for i, r in enumerate(results):
-            if i:
-                print("-" * 40)
-            print(prefix + r.text)
+        print(("\n" + "-" * 40 + "\n").join(texts))
     first_ms = f"; first token {first * 1000:.0f} ms" if first is not None else ""
     print(f"{new_tokens} tokens in {seconds:.2f} s: {timing['tokens_per_second']:,.0f} tokens/s "
           f"({timing['engine']}{first_ms})", file=sys.stderr)

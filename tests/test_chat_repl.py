@@ -137,3 +137,24 @@ def test_piped_stdin_end_to_end(run):
     assert lines[0] == "+34 600 11 22 33: no puedo" and len(lines) == 8
     assert "chatting as +34 600 11 22 33" in proc.stderr and "Traceback" not in proc.stderr
     assert all("<UNK>" not in line for line in lines)
+
+
+def test_word_level_generate_joins_prompt_and_words(run, trained, capsys):
+    """Plain generation from the word-level run: the prompt and the new
+    words are decoded together (a space between them, none before "?"), and
+    streaming prints exactly what batch output prints."""
+    import json
+
+    from gptfast import generate as cli
+
+    tok = trained.tokenizer
+    args = ["--run", str(run), "--prompt", "Ana: hola a", "--max-new-tokens", "12", "--seed", "2"]
+    cli.main(args + ["--json"])
+    sample = json.loads(capsys.readouterr().out)["samples"][0]
+    prompt_ids = [int(t) for t in tok.encode("Ana: hola a")]
+    assert sample["text"] == tok.decode(prompt_ids + sample["tokens"])
+    assert sample["text"].startswith("Ana: hola a ")
+    cli.main(args + ["--stream"])
+    streamed = capsys.readouterr().out
+    cli.main(args + ["--no-stream"])
+    assert streamed == capsys.readouterr().out == sample["text"] + "\n"
