@@ -101,8 +101,8 @@ class ChatSession:
     def reply(self, out: Optional[TextIO] = None) -> List[Tuple[str, str]]:
         """The model's `turns` messages as (contact, text), streamed to `out`."""
         vocab = self.tokenizer.vocab_size
-        others = [i for c, i in self.contact_ids.items() if c != self.user] or [self.contact_ids[self.user]]
-        not_speakers = [i for i in range(vocab) if i not in set(others)]
+        others = {i for c, i in self.contact_ids.items() if c != self.user} or {self.contact_ids[self.user]}
+        not_speakers = [i for i in range(vocab) if i not in others]
         not_in_body = list(self.contact_ids.values())
         if self.tokenizer.unk_id is not None:
             not_in_body.append(self.tokenizer.unk_id)
