@@ -511,6 +511,9 @@ def test_load_meta_missing_fields(tmp_path, text_file):
     for broken in ({k: v for k, v in meta.items() if k != "splits"},
                    {k: v for k, v in meta.items() if k != "dtype"},
                    {**meta, "dtype": "notadtype"},
+                   {**meta, "dtype": "float64"},      # trusted blindly, these would read as garbage ids
+                   {**meta, "dtype": "int16"},
+                   {**meta, "dtype": "uint8"},
                    {**meta, "splits": {"train": {}}}):
         (out / "meta.json").write_text(json.dumps(broken), encoding="utf-8")
         with pytest.raises(InputError) as exc:

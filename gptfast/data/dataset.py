@@ -154,6 +154,13 @@ def load_dataset(path: Union[str, Path]) -> DatasetInfo:
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"corrupt dataset metadata (bad or missing splits/dtype: {exc!r}); "
                          "prepare the dataset again", path=str(meta_path)) from None
+    # Ids are unsigned integers wide enough for the vocabulary; anything else
+    # would be read as garbage ids (or ids past the embedding table).
+    if (info.dtype not in (np.dtype(np.uint16), np.dtype(np.uint32))
+            or np.iinfo(info.dtype).max < info.tokenizer.vocab_size - 1):
+        raise InputError(f"corrupt dataset metadata (dtype {info.dtype} cannot hold the ids of a "
+                         f"{info.tokenizer.vocab_size}-token vocabulary; expected uint16 or uint32); "
+                         "prepare the dataset again", path=str(meta_path))
     for split, expected in sizes.items():
         f = path / f"{split}.bin"
         size = f.stat().st_size if f.exists() else -1
