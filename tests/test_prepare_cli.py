@@ -192,6 +192,10 @@ def test_quickstart(cwd):
     assert "vocabulary" in proc.stdout and "tokens" in proc.stdout and "trained 3 steps" in proc.stdout
     assert info.meta["source"]["name"] == "python-docs"
     assert (cwd / "run" / "last" / "model.safetensors").is_file()
+    assert "python -m gptfast.generate --run run" in proc.stderr   # the next step it suggests works:
+    sample = run(["--run", "run", "--prompt", "The ", "--max-new-tokens", "20", "--no-stream"], cwd,
+                 module="gptfast.generate")
+    assert sample.returncode == 0 and sample.stdout.startswith("The ") and "tokens/s" in sample.stderr
 
 
 def test_quickstart_bad_input_contract(cwd):
