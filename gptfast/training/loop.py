@@ -78,7 +78,12 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, progress: str = "auto"
     dist_info = ddp.setup(device)
     try:
         trainer = Trainer(cfg, dist_info, ddp.device_for(dist_info, device), resume, progress, log)
-        return trainer.run(on_step)
+        result = trainer.run(on_step)
+        # Rank 0 may still be writing the last checkpoint; a rank that tears
+        # its gloo group down while a peer still holds the connection can
+        # abort in gloo ("terminate called without an active exception").
+        ddp.barrier(dist_info)
+        return result
     finally:
         ddp.teardown(dist_info)
 
