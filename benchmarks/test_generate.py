@@ -92,7 +92,9 @@ def run_cpp(engine: CppEngine, batch: int) -> int:
 
 
 def step_breakdown(engine: CppEngine, benchmark) -> None:
-    """Where a decoding step's time went in the last round (ms per step)."""
+    """Where a decoding step's time went in the last round (ms per step), and
+    which kernels the extension was built with (avx512, avx2 or portable)."""
+    benchmark.extra_info["kernels"] = _backend._C.simd_kernels()
     for part in ("linear", "attention", "other_forward", "sampling", "callback"):
         benchmark.extra_info[f"{part} ms/step"] = round(engine.last_stats[f"{part}_s"] / NEW_TOKENS * 1e3, 4)
 

@@ -220,6 +220,7 @@ void bind_sampler(py::module_& m) {
   m.def("uniform", &gptfast::counter_uniform, py::arg("seed"), py::arg("seq"), py::arg("step"),
         "The sampler's counter-based uniform in [0, 1) (csrc/rng.h).");
   m.def("simd_enabled", &gptfast::simd_enabled, "Whether the AVX2/FMA/F16C kernels were compiled in.");
+  m.def("simd_kernels", &gptfast::simd_kernels, "Which decoding kernels were compiled in: avx512, avx2 or portable.");
 
   py::class_<Engine>(m, "Engine")
       .def(py::init([](int vocab_size, int block_size, int n_layer, int n_head, int n_embd, double ln_eps,

@@ -22,6 +22,8 @@ size_t weight_type_bytes(WeightType t) { return t == WeightType::F32 ? 4 : 2; }
 
 bool simd_enabled() { return GPTFAST_SIMD; }
 
+const char* simd_kernels() { return GPTFAST_AVX512 ? "avx512" : GPTFAST_SIMD ? "avx2" : "portable"; }
+
 float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
@@ -108,7 +110,13 @@ inline void emit(float* y, float acc, float bias, Epilogue e) {
 // blocking the columns so that all row tiles share a block from L1 (no
 // faster); 8-row panels with 8 x 1 tiles, a single pass for batch 8 (batch 8
 // +8-13%, batch 1 -11-18%: batch 1 wants few wide streams).
-constexpr int kWidePanels = 4, kRowsPerTile = 4, kRowsPerLongTile = 6;
+#if GPTFAST_AVX512
+// 16-lane kernels (kernel512): batch 1 as above; several rows take 8 x 2
+// tiles (16 of the 32 registers accumulate): batch 8 in one pass.
+constexpr int kWidePanels = 4, kRowsPerTile = 8, kRowsPerLongTile = 8, kRowTilePanels = 2;
+#else
+constexpr int kWidePanels = 4, kRowsPerTile = 4, kRowsPerLongTile = 6, kRowTilePanels = 1;
+#endif
 // Activation rows per pass over a thread's panels: a long prefill keeps this
 // many rows of X hot in L2 while the panels stream past.
 constexpr int kRowChunk = 64;
@@ -193,6 +201,81 @@ inline void store(const __m256 (&acc)[2 * NP], float* y, const float* bias, int 
   }
 }
 
+#if GPTFAST_AVX512
+// The same kernel on 16-lane registers: a panel column (16 weights) is one
+// register, and with 32 registers 8 activation rows x 2 panels (16
+// accumulators) fit, so batch 8 reads each weight once, in one pass.  Each
+// output is still fma(W[r, c], x[c], acc) over c in order from 0: the
+// results are bitwise those of the 8-lane kernel.
+template <WeightType T>
+inline __m512 load16(const Elem<T>* p) {
+  if constexpr (T == WeightType::F32) {
+    return _mm512_loadu_ps(p);
+  } else if constexpr (T == WeightType::F16) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <WeightType T, int MR, int NP>
+inline void kernel512(const void* W, int cols, int p0, const float* X, int ldx, int m0, __m512 (&out)[MR][NP]) {
+  __m512 acc[MR][NP];
+  for (int m = 0; m < MR; ++m)
+    for (int i = 0; i < NP; ++i) acc[m][i] = _mm512_setzero_ps();
+  const Elem<T>* panel[NP];
+  for (int p = 0; p < NP; ++p) panel[p] = static_cast<const Elem<T>*>(W) + panel_index(p0 + p, cols, 0);
+  const float* x[MR];
+  for (int m = 0; m < MR; ++m) x[m] = X + static_cast<size_t>(m0 + m) * ldx;
+  constexpr int kLineStep = 64 / (kPanelRows * sizeof(Elem<T>));
+  const size_t ahead = MR == 1 ? kPrefetchBytes : static_cast<size_t>(cols) * kPanelRows * sizeof(Elem<T>);
+  for (int c = 0; c < cols; ++c) {
+    if (c % kLineStep == 0)
+      for (int p = 0; p < NP; ++p)
+        _mm_prefetch(reinterpret_cast<const char*>(panel[p] + static_cast<size_t>(c) * kPanelRows) + ahead,
+                     _MM_HINT_T0);
+    __m512 w[NP];
+    for (int p = 0; p < NP; ++p) w[p] = load16<T>(panel[p] + static_cast<size_t>(c) * kPanelRows);
+    if constexpr (MR > 1)
+      for (int i = 0; i < NP; ++i) asm volatile("" : "+v"(w[i]));
+    for (int m = 0; m < MR; ++m) {
+      const __m512 xb = _mm512_set1_ps(x[m][c]);
+      for (int i = 0; i < NP; ++i) acc[m][i] = _mm512_fmadd_ps(w[i], xb, acc[m][i]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int i = 0; i < NP; ++i) out[m][i] = acc[m][i];
+}
+
+template <int NP>
+inline void store512(const __m512 (&acc)[NP], float* y, const float* bias, int valid, Epilogue e) {
+  for (int i = 0; i < NP; ++i) {
+    const int j = kPanelRows * i;
+    if (j + kPanelRows <= valid) {
+      __m512 v = _mm512_add_ps(acc[i], bias ? _mm512_loadu_ps(bias + j) : _mm512_setzero_ps());
+      if (e == Epilogue::StoreRelu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+      if (e == Epilogue::AddTo) v = _mm512_add_ps(_mm512_loadu_ps(y + j), v);
+      _mm512_storeu_ps(y + j, v);
+    } else if (j < valid) {  // the partial last panel
+      alignas(64) float lanes[kPanelRows];
+      _mm512_store_ps(lanes, acc[i]);
+      for (int l = 0; j + l < valid; ++l) emit(y + j + l, lanes[l], bias ? bias[j + l] : 0.0f, e);
+    }
+  }
+}
+
+template <WeightType T, int MR, int NP>
+inline void tile(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int p, int m,
+                 Epilogue e) {
+  __m512 acc[MR][NP];
+  kernel512<T, MR, NP>(W.data(), W.cols(), p, X, ldx, m, acc);
+  const int j = p * kPanelRows;
+  const int valid = W.rows() - j < kPanelRows * NP ? W.rows() - j : kPanelRows * NP;
+  for (int r = 0; r < MR; ++r) store512<NP>(acc[r], Y + static_cast<size_t>(m + r) * ldy + j, bias ? bias + j : nullptr, valid, e);
+}
+
+#else  // AVX2
 template <WeightType T, int MR, int NP>
 inline void tile(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int p, int m,
                  Epilogue e) {
@@ -202,6 +285,7 @@ inline void tile(const Matrix& W, const float* bias, const float* X, int ldx, fl
   const int valid = W.rows() - j < kPanelRows * NP ? W.rows() - j : kPanelRows * NP;
   for (int r = 0; r < MR; ++r) store<NP>(acc[r], Y + static_cast<size_t>(m + r) * ldy + j, bias ? bias + j : nullptr, valid, e);
 }
+#endif  // GPTFAST_AVX512
 
 #else  // portable fallback: the same loops on scalars
 
@@ -248,18 +332,25 @@ void linear_panels_t(const Matrix& W, const float* bias, const float* X, int ldx
   for (int m0 = 0; m0 < N; m0 += kRowChunk) {
     const int m1 = m0 + kRowChunk < N ? m0 + kRowChunk : N;
     const bool long_chunk = m1 - m0 >= 2 * kRowsPerLongTile;
-    for (int p = p0; p < p1; ++p) {
+    auto rows_over = [&](auto np, int p) {  // rows m0..m1 over panels p..p+np
       int m = m0;
       if (long_chunk)
-        for (; m + kRowsPerLongTile <= m1; m += kRowsPerLongTile) run(Int<kRowsPerLongTile>(), Int<1>(), p, m);
-      for (; m + kRowsPerTile <= m1; m += kRowsPerTile) run(Int<kRowsPerTile>(), Int<1>(), p, m);
+        for (; m + kRowsPerLongTile <= m1; m += kRowsPerLongTile) run(Int<kRowsPerLongTile>(), np, p, m);
+      for (; m + kRowsPerTile <= m1; m += kRowsPerTile) run(Int<kRowsPerTile>(), np, p, m);
       switch (m1 - m) {
-        case 3: run(Int<3>(), Int<1>(), p, m); break;
-        case 2: run(Int<2>(), Int<1>(), p, m); break;
-        case 1: run(Int<1>(), Int<1>(), p, m); break;
+        case 7: run(Int<7>(), np, p, m); break;
+        case 6: run(Int<6>(), np, p, m); break;
+        case 5: run(Int<5>(), np, p, m); break;
+        case 4: run(Int<4>(), np, p, m); break;
+        case 3: run(Int<3>(), np, p, m); break;
+        case 2: run(Int<2>(), np, p, m); break;
+        case 1: run(Int<1>(), np, p, m); break;
         default: break;
       }
-    }
+    };
+    int p = p0;
+    for (; p + kRowTilePanels <= p1; p += kRowTilePanels) rows_over(Int<kRowTilePanels>(), p);
+    for (; p < p1; ++p) rows_over(Int<1>(), p);
   }
 }
 

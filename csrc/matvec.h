@@ -9,18 +9,18 @@
 // Layout: a matrix (rows, cols) is stored in panels of 16 rows, each panel
 // column-major: element (r, c) at ((r / 16) * cols + c) * 16 + r % 16, the
 // last panel padded with zero rows.  A panel is one contiguous stream, and
-// at every column c its 16 weights are two SIMD vectors multiplied by one
-// broadcast activation: a register-blocked kernel with no horizontal sums and
-// no column tails whatever cols is (head size 42, width 252, ...).
+// at every column c its 16 weights are two AVX2 vectors (one AVX-512 vector)
+// multiplied by one broadcast activation: a register-blocked kernel with no
+// horizontal sums and no column tails whatever cols is (head size 42, ...).
 //
 // Bit-exactness contract (the tests rely on it): every output is computed
 // as acc = fma(W[r, c], x[c], acc) for c = 0, 1, ..., cols - 1 from acc = 0,
 // then + bias, then the epilogue - the same operations whatever the number
-// of activation rows, the tile and the thread.  So a batched step gives
-// bitwise the same result as each sequence alone, and a prefill row the same
-// as the incremental step at that position.
+// of activation rows, the tile, the vector width and the thread.  So a
+// batched step gives bitwise the same result as each sequence alone, and a
+// prefill row the same as the incremental step at that position.
 //
-// AVX2 + FMA + F16C intrinsics or a plain C++ fallback (simd.h).
+// AVX-512F or AVX2 + FMA + F16C intrinsics, or a plain C++ fallback (simd.h).
 #pragma once
 
 #include <cstddef>
@@ -34,7 +34,8 @@ enum class WeightType { F32, F16, BF16 };
 
 const char* weight_type_name(WeightType t);
 size_t weight_type_bytes(WeightType t);
-bool simd_enabled();  // compiled with the AVX2/FMA/F16C kernels
+bool simd_enabled();         // compiled with the AVX2/FMA/F16C kernels
+const char* simd_kernels();  // "avx512", "avx2" or "portable"
 
 float half_to_float(uint16_t h);
 inline float bf16_to_float(uint16_t h) {
