@@ -59,22 +59,37 @@ def _ninja_executable():
         return None
 
 
+def _accepts(compiler, flag: str) -> bool:
+    """Whether the (unix) compiler accepts `flag`."""
+    if compiler.compiler_type != "unix":
+        return False
+    probe = [compiler.compiler_so[0], flag, "-x", "c++", "-c", os.devnull, "-o", os.devnull]
+    try:
+        return subprocess.run(probe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    except OSError:
+        return False
+
+
 def _native_arch_flags(compiler) -> list:
     """["-march=native"] for a local build with a compiler that accepts it, else []."""
-    if os.environ.get("GPTFAST_PORTABLE") == "1" or compiler.compiler_type != "unix":
+    if os.environ.get("GPTFAST_PORTABLE") == "1":
         return []
-    probe = [compiler.compiler_so[0], "-march=native", "-x", "c++", "-c", os.devnull, "-o", os.devnull]
-    try:
-        ok = subprocess.run(probe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-    except OSError:
-        ok = False
-    return ["-march=native"] if ok else []
+    return ["-march=native"] if _accepts(compiler, "-march=native") else []
+
+
+def _openmp_flags(compiler) -> list:
+    """["-fopenmp"] where accepted: the CPU attention kernel then runs on
+    PyTorch's own OpenMP threads (one libgomp per process) instead of
+    competing with them; without it, that kernel runs on one thread."""
+    return ["-fopenmp"] if _accepts(compiler, "-fopenmp") else []
 
 
 class OptionalNinjaBuildExt(build_ext):
     def build_extension(self, ext):
         try:
-            ext.extra_compile_args = list(ext.extra_compile_args) + _native_arch_flags(self.compiler)
+            openmp = _openmp_flags(self.compiler)
+            ext.extra_compile_args = list(ext.extra_compile_args) + _native_arch_flags(self.compiler) + openmp
+            ext.extra_link_args = list(ext.extra_link_args) + openmp
             gen = _generated_dir(self.build_temp)
             _write_unicode_tables(gen)
             ext.include_dirs.append(str(gen))

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "cpu_attention.h"
 #include "id_buffer.h"
 #include "tokenizer.h"
 #include "utf8.h"
@@ -65,6 +66,36 @@ py::tuple encode_to_numpy(const Scanner& sc, const py::str& text, int threads) {
 }
 
 }  // namespace
+
+// A C-contiguous float32 array of the given shape (and writeable when asked):
+// array_t conversions would quietly copy a strided output and lose the writes.
+const float* f32(const py::array& a, std::initializer_list<py::ssize_t> shape, const char* name) {
+  if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be a C-contiguous float32 array");
+  if (a.ndim() != static_cast<py::ssize_t>(shape.size()) || !std::equal(shape.begin(), shape.end(), a.shape()))
+    throw py::value_error(std::string(name) + " has the wrong shape");
+  return static_cast<const float*>(a.data());
+}
+
+float* f32_out(py::array& a, std::initializer_list<py::ssize_t> shape, const char* name) {
+  f32(a, shape, name);
+  if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only");
+  return static_cast<float*>(a.mutable_data());
+}
+
+gptfast::AttentionProblem attention_problem(const py::array& q, double scale, double p, uint64_t seed) {
+  if (q.ndim() != 3) throw py::value_error("q must be (batch*heads, T, head_size)");
+  if (!(p >= 0.0 && p < 1.0)) throw py::value_error("dropout p must be in [0, 1)");
+  gptfast::AttentionProblem a;
+  a.bh = q.shape(0);
+  a.T = static_cast<int>(q.shape(1));
+  a.D = static_cast<int>(q.shape(2));
+  a.scale = static_cast<float>(scale);
+  a.threshold = gptfast::dropout_threshold(p);
+  a.keep_scale = static_cast<float>(1.0 / (1.0 - p));
+  a.seed = seed;
+  return a;
+}
 
 void bind_sampler(py::module_& m);  // the decoding engine: see the section at the end of this file
 
@@ -219,6 +250,35 @@ void bind_sampler(py::module_& m) {
 
   m.def("uniform", &gptfast::counter_uniform, py::arg("seed"), py::arg("seq"), py::arg("step"),
         "The sampler's counter-based uniform in [0, 1) (csrc/rng.h).");
+  m.def(
+      "attention_forward",
+      [](const py::array& q, const py::array& k, const py::array& v, py::array& out, py::array& lse, double scale,
+         double p, uint64_t seed) {
+        const auto a = attention_problem(q, scale, p, seed);
+        const std::initializer_list<py::ssize_t> shape = {a.bh, a.T, a.D};
+        const float *Q = f32(q, shape, "q"), *K = f32(k, shape, "k"), *V = f32(v, shape, "v");
+        float* O = f32_out(out, shape, "out");
+        float* L = f32_out(lse, {a.bh, a.T}, "lse");
+        py::gil_scoped_release release;
+        gptfast::attention_forward(a, Q, K, V, O, L);
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("scale"), py::arg("p"),
+      py::arg("seed"), "Causal attention with hashed dropout, (B*H, T, D) float32: see csrc/cpu_attention.h.");
+  m.def(
+      "attention_backward",
+      [](const py::array& q, const py::array& k, const py::array& v, const py::array& out, const py::array& lse,
+         const py::array& dout, py::array& dq, py::array& dk, py::array& dv, double scale, double p, uint64_t seed) {
+        const auto a = attention_problem(q, scale, p, seed);
+        const std::initializer_list<py::ssize_t> shape = {a.bh, a.T, a.D};
+        const float *Q = f32(q, shape, "q"), *K = f32(k, shape, "k"), *V = f32(v, shape, "v");
+        const float *O = f32(out, shape, "out"), *L = f32(lse, {a.bh, a.T}, "lse"), *dO = f32(dout, shape, "dout");
+        float *dQ = f32_out(dq, shape, "dq"), *dK = f32_out(dk, shape, "dk"), *dV = f32_out(dv, shape, "dv");
+        py::gil_scoped_release release;
+        gptfast::attention_backward(a, Q, K, V, O, L, dO, dQ, dK, dV);
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("dout"), py::arg("dq"),
+      py::arg("dk"), py::arg("dv"), py::arg("scale"), py::arg("p"), py::arg("seed"),
+      "Gradients of attention_forward (the same seed gives the same mask).");
   m.def("simd_enabled", &gptfast::simd_enabled, "Whether the AVX2/FMA/F16C kernels were compiled in.");
   m.def("simd_kernels", &gptfast::simd_kernels, "Which decoding kernels were compiled in: avx512, avx2 or portable.");
 

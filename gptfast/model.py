@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gptfast import cpu_attention
 from gptfast._backend import reference_forced
 from gptfast.config import (
     ATTENTION_BACKENDS,
@@ -98,6 +99,8 @@ def reference_attention(q, k, v, dropout_p: float = 0.0, mask: Optional[torch.Te
 
 
 def sdpa_attention(q, k, v, dropout_p: float = 0.0, mask: Optional[torch.Tensor] = None):
+    if cpu_attention.applies(q, dropout_p, mask):   # PyTorch's CPU flash kernel has no dropout
+        return cpu_attention.attention(q, k, v, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None)
 
 
