@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "rng.h"
+#include "simd.h"
 
 namespace gptfast {
 
@@ -37,66 +38,165 @@ inline float exp_nonpositive(float x) {
   return y * scale;
 }
 
-// Row i of one (batch, head): scores s[j] = scale * q_i . k_j for j <= i,
-// from kt = K transposed (D, T), so the inner loop runs along j.
-inline void row_scores(const float* qi, const float* kt, int T, int D, int n, float scale, float* s) {
-  std::fill(s, s + n, 0.0f);
-  for (int d = 0; d < D; ++d) {
-    const float qd = qi[d] * scale;
-    const float* kd = kt + static_cast<size_t>(d) * T;
-    for (int j = 0; j < n; ++j) s[j] = std::fma(qd, kd[j], s[j]);
-  }
+// 16 float lanes: one AVX-512 register, two AVX2 registers, or plain floats.
+#if GPTFAST_AVX512
+struct V16 {
+  __m512 v;
+};
+inline V16 zero16() { return {_mm512_setzero_ps()}; }
+inline V16 load16(const float* p) { return {_mm512_loadu_ps(p)}; }
+inline void store16(float* p, V16 x) { _mm512_storeu_ps(p, x.v); }
+inline V16 fma16(float a, V16 b, V16 c) { return {_mm512_fmadd_ps(_mm512_set1_ps(a), b.v, c.v)}; }
+#elif GPTFAST_SIMD
+struct V16 {
+  __m256 lo, hi;
+};
+inline V16 zero16() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+inline V16 load16(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline void store16(float* p, V16 x) {
+  _mm256_storeu_ps(p, x.lo);
+  _mm256_storeu_ps(p + 8, x.hi);
 }
-
-// The keep-scale of each key j < n of row i: 0 (dropped) or 1/(1-p).
-inline void row_mask(const AttentionProblem& a, int64_t bh, int i, int n, uint64_t key, float* z) {
-  if (a.threshold == 0) {
-    std::fill(z, z + n, a.keep_scale);
-    return;
-  }
-  const uint64_t base = (static_cast<uint64_t>(bh) * a.T + i) * a.T;
-  for (int j = 0; j < n; ++j)
-    z[j] = static_cast<uint32_t>(splitmix64(key + base + j) >> 32) >= a.threshold ? a.keep_scale : 0.0f;
+inline V16 fma16(float a, V16 b, V16 c) {
+  const __m256 av = _mm256_set1_ps(a);
+  return {_mm256_fmadd_ps(av, b.lo, c.lo), _mm256_fmadd_ps(av, b.hi, c.hi)};
 }
+#else
+struct V16 {
+  float x[16];
+};
+inline V16 zero16() { return {}; }
+inline V16 load16(const float* p) {
+  V16 r;
+  std::copy(p, p + 16, r.x);
+  return r;
+}
+inline void store16(float* p, V16 x) { std::copy(x.x, x.x + 16, p); }
+inline V16 fma16(float a, V16 b, V16 c) {
+  for (int i = 0; i < 16; ++i) c.x[i] = std::fma(a, b.x[i], c.x[i]);
+  return c;
+}
+#endif
 
-void transpose(const float* x, int T, int D, float* xt) {  // x (T, D) -> xt (D, T)
+// Register blocks: kR rows x 32 columns (8 accumulators of 16 lanes, enough
+// independent FMA chains to keep both FMA ports busy).  Operands are copied
+// into zero-padded buffers first, so no block has a tail.
+constexpr int kR = 4, kJ = 32, kV = 32;
+
+inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+// out (rows_pad, ld) = x (T, D) with zero rows and columns after T and D.
+void pad_rows(const float* x, int T, int D, int ld, float* out, int rows_pad) {
+  std::fill(out, out + static_cast<size_t>(rows_pad) * ld, 0.0f);
   for (int t = 0; t < T; ++t)
-    for (int d = 0; d < D; ++d) xt[static_cast<size_t>(d) * T + t] = x[static_cast<size_t>(t) * D + d];
+    std::copy(x + static_cast<size_t>(t) * D, x + static_cast<size_t>(t + 1) * D, out + static_cast<size_t>(t) * ld);
+}
+
+// xt (D, ld) = x (T, D) transposed, zero after column T.
+void pad_transpose(const float* x, int T, int D, int ld, float* xt) {
+  std::fill(xt, xt + static_cast<size_t>(D) * ld, 0.0f);
+  for (int t = 0; t < T; ++t)
+    for (int d = 0; d < D; ++d) xt[static_cast<size_t>(d) * ld + t] = x[static_cast<size_t>(t) * D + d];
+}
+
+// dots (kR, kJ) = sum_{d < D} a[r * lda + d] * bt[d * ldb + j0 + j]: kR rows
+// of a against kJ columns of bt (a block of q k^T, or of dout v^T).
+inline void block_dots(const float* a, int lda, const float* bt, int ldb, int j0, int D, float* dots) {
+  V16 acc[kR][2];
+  for (int r = 0; r < kR; ++r) acc[r][0] = acc[r][1] = zero16();
+  for (int d = 0; d < D; ++d) {
+    const float* b = bt + static_cast<size_t>(d) * ldb + j0;
+    const V16 b0 = load16(b), b1 = load16(b + 16);
+    for (int r = 0; r < kR; ++r) {
+      const float x = a[static_cast<size_t>(r) * lda + d];
+      acc[r][0] = fma16(x, b0, acc[r][0]);
+      acc[r][1] = fma16(x, b1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < kR; ++r) {
+    store16(dots + r * kJ, acc[r][0]);
+    store16(dots + r * kJ + 16, acc[r][1]);
+  }
+}
+
+// y[r * ldy + d0 ..+kV] += sum_{j < n} w[r * ldw + j] * b[j * ldb + d0 ..+kV]
+// for r < kR: weights times rows of b (probabilities times values, score
+// gradients times keys or queries).
+inline void block_axpy(const float* w, int ldw, const float* b, int ldb, int n, int d0, float* y, int ldy) {
+  V16 acc[kR][2];
+  for (int r = 0; r < kR; ++r) {
+    acc[r][0] = load16(y + static_cast<size_t>(r) * ldy + d0);
+    acc[r][1] = load16(y + static_cast<size_t>(r) * ldy + d0 + 16);
+  }
+  for (int j = 0; j < n; ++j) {
+    const float* bj = b + static_cast<size_t>(j) * ldb + d0;
+    const V16 b0 = load16(bj), b1 = load16(bj + 16);
+    for (int r = 0; r < kR; ++r) {
+      const float x = w[static_cast<size_t>(r) * ldw + j];
+      acc[r][0] = fma16(x, b0, acc[r][0]);
+      acc[r][1] = fma16(x, b1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < kR; ++r) {
+    store16(y + static_cast<size_t>(r) * ldy + d0, acc[r][0]);
+    store16(y + static_cast<size_t>(r) * ldy + d0 + 16, acc[r][1]);
+  }
+}
+
+// 0 (dropped) or 1/(1-p) for key j of query i of (batch, head) bh.
+inline float keep_scale(const AttentionProblem& a, uint64_t key, int64_t bh, int i, int j) {
+  if (a.threshold == 0) return a.keep_scale;
+  const uint64_t index = (static_cast<uint64_t>(bh) * a.T + i) * a.T + j;
+  return static_cast<uint32_t>(splitmix64(key + index) >> 32) >= a.threshold ? a.keep_scale : 0.0f;
 }
 
 }  // namespace
 
 void attention_forward(const AttentionProblem& a, const float* q, const float* k, const float* v, float* out,
                        float* lse) {
-  const int T = a.T, D = a.D;
+  const int T = a.T, D = a.D, Tk = round_up(T, kJ), Tq = round_up(T, kR), Dp = round_up(D, kV);
   const uint64_t key = splitmix64(a.seed);
 #pragma omp parallel
   {
-    std::vector<float> kt(static_cast<size_t>(D) * T), s(T), z(T);
+    std::vector<float> kt(static_cast<size_t>(D) * Tk), qp(static_cast<size_t>(Tq) * D), vp(static_cast<size_t>(Tk) * Dp);
+    std::vector<float> w(static_cast<size_t>(kR) * Tk), o(static_cast<size_t>(kR) * Dp);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < a.bh; ++bh) {
       const size_t off = static_cast<size_t>(bh) * T * D;
-      transpose(k + off, T, D, kt.data());
-      for (int i = 0; i < T; ++i) {
-        const int n = i + 1;  // causal: keys 0..i
-        const float* qi = q + off + static_cast<size_t>(i) * D;
-        row_scores(qi, kt.data(), T, D, n, a.scale, s.data());
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < n; ++j) mx = std::max(mx, s[j]);
-        for (int j = 0; j < n; ++j) s[j] = exp_nonpositive(s[j] - mx);  // vectorized: no sum in this loop
-        float sum = 0.0f;
-        for (int j = 0; j < n; ++j) sum += s[j];
-        row_mask(a, bh, i, n, key, z.data());
-        float* oi = out + off + static_cast<size_t>(i) * D;
-        std::fill(oi, oi + D, 0.0f);
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < n; ++j) {
-          const float w = s[j] * inv * z[j];  // dropped probability, scaled
-          if (w == 0.0f) continue;
-          const float* vj = v + off + static_cast<size_t>(j) * D;
-          for (int d = 0; d < D; ++d) oi[d] = std::fma(w, vj[d], oi[d]);
+      pad_transpose(k + off, T, D, Tk, kt.data());
+      pad_rows(q + off, T, D, D, qp.data(), Tq);
+      pad_rows(v + off, T, D, Dp, vp.data(), Tk);
+      for (int i0 = 0; i0 < T; i0 += kR) {
+        const int nk = round_up(std::min(T, i0 + kR), kJ);  // keys the block's last row may see, padded
+        // w (kR, nk): the scores, then each row's dropped, normalized probabilities.
+        float dots[kR * kJ];
+        for (int j0 = 0; j0 < nk; j0 += kJ) {
+          block_dots(qp.data() + static_cast<size_t>(i0) * D, D, kt.data(), Tk, j0, D, dots);
+          for (int r = 0; r < kR; ++r)
+            for (int jj = 0; jj < kJ; ++jj) w[static_cast<size_t>(r) * Tk + j0 + jj] = dots[r * kJ + jj] * a.scale;
         }
-        lse[static_cast<size_t>(bh) * T + i] = mx + std::log(sum);
+        for (int r = 0; r < kR; ++r) {
+          float* wr = w.data() + static_cast<size_t>(r) * Tk;
+          const int i = i0 + r, n = std::min(i + 1, T);  // causal: keys 0..i (none for padding rows)
+          if (i >= T) {
+            std::fill(wr, wr + nk, 0.0f);
+            continue;
+          }
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int j = 0; j < n; ++j) mx = std::max(mx, wr[j]);
+          for (int j = 0; j < n; ++j) wr[j] = exp_nonpositive(wr[j] - mx);  // vectorized: no sum in this loop
+          float sum = 0.0f;
+          for (int j = 0; j < n; ++j) sum += wr[j];
+          const float inv = 1.0f / sum;
+          for (int j = 0; j < n; ++j) wr[j] *= inv * keep_scale(a, key, bh, i, j);
+          std::fill(wr + n, wr + nk, 0.0f);
+          lse[static_cast<size_t>(bh) * T + i] = mx + std::log(sum);
+        }
+        std::fill(o.begin(), o.end(), 0.0f);
+        for (int d0 = 0; d0 < Dp; d0 += kV) block_axpy(w.data(), Tk, vp.data(), Dp, nk, d0, o.data(), Dp);
+        for (int r = 0; r < kR && i0 + r < T; ++r)
+          std::copy(o.data() + static_cast<size_t>(r) * Dp, o.data() + static_cast<size_t>(r) * Dp + D,
+                    out + off + static_cast<size_t>(i0 + r) * D);
       }
     }
   }
@@ -104,46 +204,79 @@ void attention_forward(const AttentionProblem& a, const float* q, const float* k
 
 void attention_backward(const AttentionProblem& a, const float* q, const float* k, const float* v, const float* out,
                         const float* lse, const float* dout, float* dq, float* dk, float* dv) {
-  const int T = a.T, D = a.D;
+  const int T = a.T, D = a.D, Tk = round_up(T, kJ), Tq = round_up(T, kR), Dp = round_up(D, kV);
   const uint64_t key = splitmix64(a.seed);
 #pragma omp parallel
   {
-    std::vector<float> kt(static_cast<size_t>(D) * T), vt(static_cast<size_t>(D) * T), s(T), dp(T), z(T);
+    std::vector<float> kt(static_cast<size_t>(D) * Tk), vt(static_cast<size_t>(D) * Tk);
+    std::vector<float> qp(static_cast<size_t>(Tq) * Dp), dop(static_cast<size_t>(Tq) * Dp), kp(static_cast<size_t>(Tk) * Dp);
+    std::vector<float> dqp(static_cast<size_t>(Tq) * Dp), dkp(static_cast<size_t>(Tk) * Dp), dvp(static_cast<size_t>(Tk) * Dp);
+    std::vector<float> delta(Tq);
+    // One key block's strips over the query rows: dropped probabilities and
+    // score gradients, transposed (kJ, Tq) for dv and dk, and ds (Tq, kJ) for dq.
+    std::vector<float> pzt(static_cast<size_t>(kJ) * Tq), dst(static_cast<size_t>(kJ) * Tq), ds(static_cast<size_t>(Tq) * kJ);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < a.bh; ++bh) {
       const size_t off = static_cast<size_t>(bh) * T * D;
-      transpose(k + off, T, D, kt.data());
-      transpose(v + off, T, D, vt.data());
-      std::fill(dq + off, dq + off + static_cast<size_t>(T) * D, 0.0f);
-      std::fill(dk + off, dk + off + static_cast<size_t>(T) * D, 0.0f);
-      std::fill(dv + off, dv + off + static_cast<size_t>(T) * D, 0.0f);
-      for (int i = 0; i < T; ++i) {
-        const int n = i + 1;
-        const size_t row = off + static_cast<size_t>(i) * D;
-        const float* qi = q + row;
-        const float* doi = dout + row;
-        // P (the softmax, before dropout) from the saved log-sum-exp.
-        row_scores(qi, kt.data(), T, D, n, a.scale, s.data());
-        const float l = lse[static_cast<size_t>(bh) * T + i];
-        for (int j = 0; j < n; ++j) s[j] = exp_nonpositive(s[j] - l);
-        // dp[j] = dout_i . v_j: the gradient of the dropped, scaled probability.
-        row_scores(doi, vt.data(), T, D, n, 1.0f, dp.data());
-        row_mask(a, bh, i, n, key, z.data());
-        // delta = sum_j P_ij z_ij dp_ij = dout_i . out_i
-        float delta = 0.0f;
-        for (int d = 0; d < D; ++d) delta = std::fma(doi[d], out[row + d], delta);
-        float* dqi = dq + row;
-        for (int j = 0; j < n; ++j) {
-          const float pz = s[j] * z[j];
-          const float ds = s[j] * (dp[j] * z[j] - delta) * a.scale;  // d(score) with the scale folded in
-          const size_t rj = off + static_cast<size_t>(j) * D;
-          if (pz != 0.0f)
-            for (int d = 0; d < D; ++d) dv[rj + d] = std::fma(pz, doi[d], dv[rj + d]);
-          for (int d = 0; d < D; ++d) {
-            dqi[d] = std::fma(ds, k[rj + d], dqi[d]);
-            dk[rj + d] = std::fma(ds, qi[d], dk[rj + d]);
+      pad_transpose(k + off, T, D, Tk, kt.data());
+      pad_transpose(v + off, T, D, Tk, vt.data());
+      pad_rows(q + off, T, D, Dp, qp.data(), Tq);
+      pad_rows(dout + off, T, D, Dp, dop.data(), Tq);
+      pad_rows(k + off, T, D, Dp, kp.data(), Tk);
+      std::fill(dqp.begin(), dqp.end(), 0.0f);
+      std::fill(dkp.begin(), dkp.end(), 0.0f);
+      std::fill(dvp.begin(), dvp.end(), 0.0f);
+      // delta_i = sum_j P_ij z_ij dp_ij = dout_i . out_i
+      for (int i = 0; i < Tq; ++i) {
+        float acc = 0.0f;
+        for (int d = 0; i < T && d < D; ++d) acc = std::fma(dout[off + static_cast<size_t>(i) * D + d], out[off + static_cast<size_t>(i) * D + d], acc);
+        delta[i] = acc;
+      }
+      for (int j0 = 0; j0 < T; j0 += kJ) {
+        const int first = j0 / kR * kR;  // the first query block that sees a key of this block (i >= j0)
+        for (int i0 = first; i0 < T; i0 += kR) {
+          float s[kR * kJ], dp[kR * kJ];
+          block_dots(qp.data() + static_cast<size_t>(i0) * Dp, Dp, kt.data(), Tk, j0, D, s);
+          block_dots(dop.data() + static_cast<size_t>(i0) * Dp, Dp, vt.data(), Tk, j0, D, dp);
+          for (int r = 0; r < kR; ++r) {
+            const int i = i0 + r;
+            const float l = i < T ? lse[static_cast<size_t>(bh) * T + i] : 0.0f;
+            for (int jj = 0; jj < kJ; ++jj) {
+              const int j = j0 + jj;
+              float pz = 0.0f, g = 0.0f;
+              if (i < T && j <= i) {
+                const float p = exp_nonpositive(s[r * kJ + jj] * a.scale - l);  // the softmax, before dropout
+                const float z = keep_scale(a, key, bh, i, j);
+                pz = p * z;
+                g = p * (dp[r * kJ + jj] * z - delta[i]) * a.scale;  // d(q.k): softmax backward, scale folded in
+              }
+              pzt[static_cast<size_t>(jj) * Tq + i] = pz;
+              dst[static_cast<size_t>(jj) * Tq + i] = g;
+              ds[static_cast<size_t>(i) * kJ + jj] = g;
+            }
           }
         }
+        // dv_j += sum_i pz_ij dout_i and dk_j += sum_i ds_ij q_i, kR keys at a time;
+        // then dq_i += sum_j ds_ij k_j, kR queries at a time.
+        const int n = Tq - first;
+        for (int jj = 0; jj < kJ; jj += kR)
+          for (int d0 = 0; d0 < Dp; d0 += kV) {
+            const size_t w0 = static_cast<size_t>(jj) * Tq + first;
+            block_axpy(pzt.data() + w0, Tq, dop.data() + static_cast<size_t>(first) * Dp, Dp, n, d0,
+                       dvp.data() + static_cast<size_t>(j0 + jj) * Dp, Dp);
+            block_axpy(dst.data() + w0, Tq, qp.data() + static_cast<size_t>(first) * Dp, Dp, n, d0,
+                       dkp.data() + static_cast<size_t>(j0 + jj) * Dp, Dp);
+          }
+        for (int i0 = first; i0 < T; i0 += kR)
+          for (int d0 = 0; d0 < Dp; d0 += kV)
+            block_axpy(ds.data() + static_cast<size_t>(i0) * kJ, kJ, kp.data() + static_cast<size_t>(j0) * Dp, Dp, kJ, d0,
+                       dqp.data() + static_cast<size_t>(i0) * Dp, Dp);
+      }
+      for (int t = 0; t < T; ++t) {
+        const size_t row = off + static_cast<size_t>(t) * D, prow = static_cast<size_t>(t) * Dp;
+        std::copy(dqp.data() + prow, dqp.data() + prow + D, dq + row);
+        std::copy(dkp.data() + prow, dkp.data() + prow + D, dk + row);
+        std::copy(dvp.data() + prow, dvp.data() + prow + D, dv + row);
       }
     }
   }

@@ -4,11 +4,15 @@
 // takes no dropout: with dropout it falls back to its math path, which
 // writes the B x H x T x T probabilities several times and draws the mask
 // with bernoulli_ (~7 ns per element).  On the seed recipe (p = 0.2, T =
-// 256) that path was ~45% of a training step.  Here each query row is done
-// in one go: its scores over keys 0..i, the softmax, the mask, and the
-// weighted sum of values, so nothing T x T ever reaches memory.  The
-// backward pass recomputes the row's probabilities from the saved
-// log-sum-exp (FlashAttention's trick) and the mask from the seed.
+// 256) that path was ~45% of a training step.  Here four query rows at a
+// time get their scores over the keys they see, the softmax, the mask and
+// the weighted sum of values, so nothing T x T ever reaches memory.  The
+// backward pass (FlashAttention-2's order: key blocks of 32 outside) derives
+// the probabilities from the saved log-sum-exp and the mask from the seed.
+// Measured on the quijote preset's shapes (16 x 6 heads, T 256, head 64,
+// p 0.2), forward + backward from Python: 62 ms vs 112 ms for SDPA's math
+// path (and 42 ms for its flash kernel without dropout, which is why only
+// dropout brings calls here).
 //
 // The dropout mask is a counter-based hash (csrc/rng.h):
 //   keep(bh, i, j) = (splitmix64(splitmix64(seed) + (bh * T + i) * T + j) >> 32) >= threshold
