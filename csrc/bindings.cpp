@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "cpu_attention.h"
+#include "dropout.h"
 #include "id_buffer.h"
 #include "tokenizer.h"
 #include "utf8.h"
@@ -250,6 +251,20 @@ void bind_sampler(py::module_& m) {
 
   m.def("uniform", &gptfast::counter_uniform, py::arg("seed"), py::arg("seq"), py::arg("step"),
         "The sampler's counter-based uniform in [0, 1) (csrc/rng.h).");
+  m.def(
+      "dropout",
+      [](const py::array& x, py::array& y, double p, uint64_t seed) {
+        if (!(p >= 0.0 && p < 1.0)) throw py::value_error("dropout p must be in [0, 1)");
+        const py::ssize_t n = x.size();
+        const float* X = f32(x, {n}, "x");
+        float* Y = f32_out(y, {n}, "y");
+        const uint32_t threshold = gptfast::dropout_threshold(p);
+        const float scale = static_cast<float>(1.0 / (1.0 - p));
+        py::gil_scoped_release release;
+        gptfast::dropout_apply(X, Y, n, threshold, scale, seed);
+      },
+      py::arg("x"), py::arg("y"), py::arg("p"), py::arg("seed"),
+      "y = x * keep / (1 - p) over flat float32 arrays, the mask hashed from (seed, index): csrc/dropout.h.");
   m.def(
       "attention_forward",
       [](const py::array& q, const py::array& k, const py::array& v, py::array& out, py::array& lse, double scale,

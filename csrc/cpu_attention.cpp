@@ -6,15 +6,11 @@
 #include <limits>
 #include <vector>
 
+#include "dropout.h"
 #include "rng.h"
 #include "simd.h"
 
 namespace gptfast {
-
-uint32_t dropout_threshold(double p) {
-  const double t = std::round(p * 4294967296.0);
-  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
-}
 
 namespace {
 
@@ -147,7 +143,7 @@ inline void block_axpy(const float* w, int ldw, const float* b, int ldb, int n, 
 inline float keep_scale(const AttentionProblem& a, uint64_t key, int64_t bh, int i, int j) {
   if (a.threshold == 0) return a.keep_scale;
   const uint64_t index = (static_cast<uint64_t>(bh) * a.T + i) * a.T + j;
-  return static_cast<uint32_t>(splitmix64(key + index) >> 32) >= a.threshold ? a.keep_scale : 0.0f;
+  return dropout_keep(key, index, a.threshold) ? a.keep_scale : 0.0f;
 }
 
 }  // namespace

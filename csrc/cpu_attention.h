@@ -14,10 +14,9 @@
 // path (and 42 ms for its flash kernel without dropout, which is why only
 // dropout brings calls here).
 //
-// The dropout mask is a counter-based hash (csrc/rng.h):
-//   keep(bh, i, j) = (splitmix64(splitmix64(seed) + (bh * T + i) * T + j) >> 32) >= threshold
-// with threshold = round(p * 2^32); kept probabilities are scaled by 1/(1-p).
-// gptfast/cpu_attention.py holds the same mask in numpy (the tests use it).
+// The dropout mask is csrc/dropout.h's hash at index (bh * T + i) * T + j
+// for query i and key j of (batch, head) bh: the mask of a flat (B, H, T, T)
+// array; kept probabilities are scaled by 1/(1-p).
 //
 // Layout: q, k, v, out and their gradients are (B*H, T, D) contiguous
 // float32; lse is (B*H, T).  Threads (OpenMP, sharing PyTorch's pool) take
@@ -36,8 +35,6 @@ struct AttentionProblem {
   float keep_scale = 1.0f; // 1 / (1 - p)
   uint64_t seed = 0;
 };
-
-uint32_t dropout_threshold(double p);
 
 // out (bh, T, D) and lse (bh, T) = log sum_j exp(scale q_i . k_j) over j <= i.
 void attention_forward(const AttentionProblem& a, const float* q, const float* k, const float* v, float* out,

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from gptfast import cpu_attention
 from gptfast._backend import reference_forced
+from gptfast.hashed_dropout import Dropout   # nn.Dropout with the hashed C++ mask on the CPU
 from gptfast.config import (
     ATTENTION_BACKENDS,
     TRITON_HEAD_DIM_RANGE,
@@ -207,7 +208,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * self.inner, bias=config.qkv_bias)   # q, k, v fused
         self.proj = nn.Linear(self.inner, config.n_embd, bias=config.bias)
         self.attn_dropout_p = config.attn_dropout_p
-        self.resid_dropout = nn.Dropout(config.resid_dropout_p)
+        self.resid_dropout = Dropout(config.resid_dropout_p)
         self.kv_cache: Optional[KVCache] = None
 
     def forward(self, x: torch.Tensor, backend: str, input_pos: Optional[torch.Tensor] = None,
@@ -235,7 +236,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.resid_dropout_p)
+        self.dropout = Dropout(config.resid_dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.relu(self.fc(x))))
@@ -270,7 +271,7 @@ class GPT(nn.Module):
             self.pos_emb = nn.Embedding(config.block_size, C)
         else:
             self.register_buffer("pos_table", sinusoidal_positions(config.block_size, C), persistent=False)
-        self.drop = nn.Dropout(config.embd_dropout)
+        self.drop = Dropout(config.embd_dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(C, bias=config.bias)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=config.bias)

@@ -11,7 +11,8 @@ from gptfast import _backend, cpu_attention
 from gptfast.config import preset
 from gptfast.model import GPT
 
-pytestmark = pytest.mark.skipif(_backend._C is None, reason="needs the C++ extension")
+pytestmark = pytest.mark.skipif(_backend._C is None or _backend.reference_forced(),
+                                reason="needs the C++ extension")
 
 SHAPES = [  # (B, H, T, D)
     (2, 3, 1, 16),
