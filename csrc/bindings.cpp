@@ -66,8 +66,6 @@ py::tuple encode_to_numpy(const Scanner& sc, const py::str& text, int threads) {
   return py::make_tuple(array, where);
 }
 
-}  // namespace
-
 // A C-contiguous float32 array of the given shape (and writeable when asked):
 // array_t conversions would quietly copy a strided output and lose the writes.
 const float* f32(const py::array& a, std::initializer_list<py::ssize_t> shape, const char* name) {
@@ -97,6 +95,8 @@ gptfast::AttentionProblem attention_problem(const py::array& q, double scale, do
   a.seed = seed;
   return a;
 }
+
+}  // namespace
 
 void bind_sampler(py::module_& m);  // the decoding engine: see the section at the end of this file
 
