@@ -6,6 +6,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <type_traits>
+
 #include "cpu_attention.h"
 #include "dropout.h"
 #include "id_buffer.h"
@@ -83,17 +85,42 @@ float* f32_out(py::array& a, std::initializer_list<py::ssize_t> shape, const cha
 }
 
 gptfast::AttentionProblem attention_problem(const py::array& q, double scale, double p, uint64_t seed) {
-  if (q.ndim() != 3) throw py::value_error("q must be (batch*heads, T, head_size)");
+  if (q.ndim() != 4) throw py::value_error("q must be (batch, heads, T, head_size)");
   if (!(p >= 0.0 && p < 1.0)) throw py::value_error("dropout p must be in [0, 1)");
   gptfast::AttentionProblem a;
-  a.bh = q.shape(0);
-  a.T = static_cast<int>(q.shape(1));
-  a.D = static_cast<int>(q.shape(2));
+  a.B = q.shape(0);
+  a.H = q.shape(1);
+  a.T = static_cast<int>(q.shape(2));
+  a.D = static_cast<int>(q.shape(3));
   a.scale = static_cast<float>(scale);
   a.threshold = gptfast::dropout_threshold(p);
   a.keep_scale = static_cast<float>(1.0 / (1.0 - p));
   a.seed = seed;
   return a;
+}
+
+// A (B, H, T, D) float32 array of the problem's shape with any strides but a
+// contiguous last axis, as the kernel's strided view.
+template <class Heads>
+Heads heads(const py::array& x, const gptfast::AttentionProblem& a, const char* name) {
+  if (!x.dtype().is(py::dtype::of<float>())) throw py::value_error(std::string(name) + " must be float32");
+  const py::ssize_t shape[4] = {a.B, a.H, a.T, a.D};
+  if (x.ndim() != 4 || !std::equal(shape, shape + 4, x.shape()))
+    throw py::value_error(std::string(name) + " has the wrong shape");
+  constexpr py::ssize_t f = sizeof(float);
+  if ((x.strides(3) != f && a.D > 1) || x.strides(0) % f || x.strides(1) % f || x.strides(2) % f)
+    throw py::value_error(std::string(name) + " needs a contiguous last axis");
+  Heads h;
+  if constexpr (std::is_same_v<decltype(h.data), float*>) {
+    if (!x.writeable()) throw py::value_error(std::string(name) + " is read-only");
+    h.data = static_cast<float*>(const_cast<py::array&>(x).mutable_data());
+  } else {
+    h.data = static_cast<const float*>(x.data());
+  }
+  h.sb = x.strides(0) / f;
+  h.sh = x.strides(1) / f;
+  h.st = x.strides(2) / f;
+  return h;
 }
 
 }  // namespace
@@ -269,25 +296,28 @@ void bind_sampler(py::module_& m) {
       "attention_forward",
       [](const py::array& q, const py::array& k, const py::array& v, py::array& out, py::array& lse, double scale,
          double p, uint64_t seed) {
+        using gptfast::Heads;
         const auto a = attention_problem(q, scale, p, seed);
-        const std::initializer_list<py::ssize_t> shape = {a.bh, a.T, a.D};
-        const float *Q = f32(q, shape, "q"), *K = f32(k, shape, "k"), *V = f32(v, shape, "v");
-        float* O = f32_out(out, shape, "out");
-        float* L = f32_out(lse, {a.bh, a.T}, "lse");
+        const Heads Q = heads<Heads>(q, a, "q"), K = heads<Heads>(k, a, "k"), V = heads<Heads>(v, a, "v");
+        const auto O = heads<gptfast::OutHeads>(out, a, "out");
+        float* L = f32_out(lse, {a.B * a.H, a.T}, "lse");
         py::gil_scoped_release release;
         gptfast::attention_forward(a, Q, K, V, O, L);
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("scale"), py::arg("p"),
-      py::arg("seed"), "Causal attention with hashed dropout, (B*H, T, D) float32: see csrc/cpu_attention.h.");
+      py::arg("seed"), "Causal attention with hashed dropout on (B, H, T, D) float32 views: csrc/cpu_attention.h.");
   m.def(
       "attention_backward",
       [](const py::array& q, const py::array& k, const py::array& v, const py::array& out, const py::array& lse,
          const py::array& dout, py::array& dq, py::array& dk, py::array& dv, double scale, double p, uint64_t seed) {
+        using gptfast::Heads;
+        using gptfast::OutHeads;
         const auto a = attention_problem(q, scale, p, seed);
-        const std::initializer_list<py::ssize_t> shape = {a.bh, a.T, a.D};
-        const float *Q = f32(q, shape, "q"), *K = f32(k, shape, "k"), *V = f32(v, shape, "v");
-        const float *O = f32(out, shape, "out"), *L = f32(lse, {a.bh, a.T}, "lse"), *dO = f32(dout, shape, "dout");
-        float *dQ = f32_out(dq, shape, "dq"), *dK = f32_out(dk, shape, "dk"), *dV = f32_out(dv, shape, "dv");
+        const Heads Q = heads<Heads>(q, a, "q"), K = heads<Heads>(k, a, "k"), V = heads<Heads>(v, a, "v");
+        const Heads O = heads<Heads>(out, a, "out"), dO = heads<Heads>(dout, a, "dout");
+        const float* L = f32(lse, {a.B * a.H, a.T}, "lse");
+        const OutHeads dQ = heads<OutHeads>(dq, a, "dq"), dK = heads<OutHeads>(dk, a, "dk"),
+                       dV = heads<OutHeads>(dv, a, "dv");
         py::gil_scoped_release release;
         gptfast::attention_backward(a, Q, K, V, O, L, dO, dQ, dK, dV);
       },

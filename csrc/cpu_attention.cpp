@@ -81,18 +81,19 @@ constexpr int kR = 4, kJ = 32, kV = 32;
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
-// out (rows_pad, ld) = x (T, D) with zero rows and columns after T and D.
-void pad_rows(const float* x, int T, int D, int ld, float* out, int rows_pad) {
+// out (rows_pad, ld) = rows 0..T-1 of head (b, h) of x, zero-padded after T and D.
+void pad_rows(const Heads& x, int64_t b, int64_t h, int T, int D, int ld, float* out, int rows_pad) {
   std::fill(out, out + static_cast<size_t>(rows_pad) * ld, 0.0f);
-  for (int t = 0; t < T; ++t)
-    std::copy(x + static_cast<size_t>(t) * D, x + static_cast<size_t>(t + 1) * D, out + static_cast<size_t>(t) * ld);
+  for (int t = 0; t < T; ++t) std::copy(x.row(b, h, t), x.row(b, h, t) + D, out + static_cast<size_t>(t) * ld);
 }
 
-// xt (D, ld) = x (T, D) transposed, zero after column T.
-void pad_transpose(const float* x, int T, int D, int ld, float* xt) {
+// xt (D, ld) = head (b, h) of x transposed, zero after column T.
+void pad_transpose(const Heads& x, int64_t b, int64_t h, int T, int D, int ld, float* xt) {
   std::fill(xt, xt + static_cast<size_t>(D) * ld, 0.0f);
-  for (int t = 0; t < T; ++t)
-    for (int d = 0; d < D; ++d) xt[static_cast<size_t>(d) * ld + t] = x[static_cast<size_t>(t) * D + d];
+  for (int t = 0; t < T; ++t) {
+    const float* r = x.row(b, h, t);
+    for (int d = 0; d < D; ++d) xt[static_cast<size_t>(d) * ld + t] = r[d];
+  }
 }
 
 // dots (kR, kJ) = sum_{d < D} a[r * lda + d] * bt[d * ldb + j0 + j]: kR rows
@@ -148,8 +149,7 @@ inline float keep_scale(const AttentionProblem& a, uint64_t key, int64_t bh, int
 
 }  // namespace
 
-void attention_forward(const AttentionProblem& a, const float* q, const float* k, const float* v, float* out,
-                       float* lse) {
+void attention_forward(const AttentionProblem& a, Heads q, Heads k, Heads v, OutHeads out, float* lse) {
   const int T = a.T, D = a.D, Tk = round_up(T, kJ), Tq = round_up(T, kR), Dp = round_up(D, kV);
   const uint64_t key = splitmix64(a.seed);
 #pragma omp parallel
@@ -157,11 +157,11 @@ void attention_forward(const AttentionProblem& a, const float* q, const float* k
     std::vector<float> kt(static_cast<size_t>(D) * Tk), qp(static_cast<size_t>(Tq) * D), vp(static_cast<size_t>(Tk) * Dp);
     std::vector<float> w(static_cast<size_t>(kR) * Tk), o(static_cast<size_t>(kR) * Dp);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t bh = 0; bh < a.bh; ++bh) {
-      const size_t off = static_cast<size_t>(bh) * T * D;
-      pad_transpose(k + off, T, D, Tk, kt.data());
-      pad_rows(q + off, T, D, D, qp.data(), Tq);
-      pad_rows(v + off, T, D, Dp, vp.data(), Tk);
+    for (int64_t bh = 0; bh < a.B * a.H; ++bh) {
+      const int64_t b = bh / a.H, h = bh % a.H;
+      pad_transpose(k, b, h, T, D, Tk, kt.data());
+      pad_rows(q, b, h, T, D, D, qp.data(), Tq);
+      pad_rows(v, b, h, T, D, Dp, vp.data(), Tk);
       for (int i0 = 0; i0 < T; i0 += kR) {
         const int nk = round_up(std::min(T, i0 + kR), kJ);  // keys the block's last row may see, padded
         // w (kR, nk): the scores, then each row's dropped, normalized probabilities.
@@ -192,14 +192,14 @@ void attention_forward(const AttentionProblem& a, const float* q, const float* k
         for (int d0 = 0; d0 < Dp; d0 += kV) block_axpy(w.data(), Tk, vp.data(), Dp, nk, d0, o.data(), Dp);
         for (int r = 0; r < kR && i0 + r < T; ++r)
           std::copy(o.data() + static_cast<size_t>(r) * Dp, o.data() + static_cast<size_t>(r) * Dp + D,
-                    out + off + static_cast<size_t>(i0 + r) * D);
+                    out.row(b, h, i0 + r));
       }
     }
   }
 }
 
-void attention_backward(const AttentionProblem& a, const float* q, const float* k, const float* v, const float* out,
-                        const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+void attention_backward(const AttentionProblem& a, Heads q, Heads k, Heads v, Heads out, const float* lse,
+                        Heads dout, OutHeads dq, OutHeads dk, OutHeads dv) {
   const int T = a.T, D = a.D, Tk = round_up(T, kJ), Tq = round_up(T, kR), Dp = round_up(D, kV);
   const uint64_t key = splitmix64(a.seed);
 #pragma omp parallel
@@ -212,21 +212,21 @@ void attention_backward(const AttentionProblem& a, const float* q, const float* 
     // score gradients, transposed (kJ, Tq) for dv and dk, and ds (Tq, kJ) for dq.
     std::vector<float> pzt(static_cast<size_t>(kJ) * Tq), dst(static_cast<size_t>(kJ) * Tq), ds(static_cast<size_t>(Tq) * kJ);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t bh = 0; bh < a.bh; ++bh) {
-      const size_t off = static_cast<size_t>(bh) * T * D;
-      pad_transpose(k + off, T, D, Tk, kt.data());
-      pad_transpose(v + off, T, D, Tk, vt.data());
-      pad_rows(q + off, T, D, Dp, qp.data(), Tq);
-      pad_rows(dout + off, T, D, Dp, dop.data(), Tq);
-      pad_rows(k + off, T, D, Dp, kp.data(), Tk);
+    for (int64_t bh = 0; bh < a.B * a.H; ++bh) {
+      const int64_t b = bh / a.H, h = bh % a.H;
+      pad_transpose(k, b, h, T, D, Tk, kt.data());
+      pad_transpose(v, b, h, T, D, Tk, vt.data());
+      pad_rows(q, b, h, T, D, Dp, qp.data(), Tq);
+      pad_rows(dout, b, h, T, D, Dp, dop.data(), Tq);
+      pad_rows(k, b, h, T, D, Dp, kp.data(), Tk);
       std::fill(dqp.begin(), dqp.end(), 0.0f);
       std::fill(dkp.begin(), dkp.end(), 0.0f);
       std::fill(dvp.begin(), dvp.end(), 0.0f);
       // delta_i = sum_j P_ij z_ij dp_ij = dout_i . out_i
-      for (int i = 0; i < Tq; ++i) {
-        float acc = 0.0f;
-        for (int d = 0; i < T && d < D; ++d) acc = std::fma(dout[off + static_cast<size_t>(i) * D + d], out[off + static_cast<size_t>(i) * D + d], acc);
-        delta[i] = acc;
+      std::fill(delta.begin(), delta.end(), 0.0f);
+      for (int i = 0; i < T; ++i) {
+        const float *dr = dout.row(b, h, i), *o = out.row(b, h, i);
+        for (int d = 0; d < D; ++d) delta[i] = std::fma(dr[d], o[d], delta[i]);
       }
       for (int j0 = 0; j0 < T; j0 += kJ) {
         const int first = j0 / kR * kR;  // the first query block that sees a key of this block (i >= j0)
@@ -269,10 +269,10 @@ void attention_backward(const AttentionProblem& a, const float* q, const float* 
                        dqp.data() + static_cast<size_t>(i0) * Dp, Dp);
       }
       for (int t = 0; t < T; ++t) {
-        const size_t row = off + static_cast<size_t>(t) * D, prow = static_cast<size_t>(t) * Dp;
-        std::copy(dqp.data() + prow, dqp.data() + prow + D, dq + row);
-        std::copy(dkp.data() + prow, dkp.data() + prow + D, dk + row);
-        std::copy(dvp.data() + prow, dvp.data() + prow + D, dv + row);
+        const size_t prow = static_cast<size_t>(t) * Dp;
+        std::copy(dqp.data() + prow, dqp.data() + prow + D, dq.row(b, h, t));
+        std::copy(dkp.data() + prow, dkp.data() + prow + D, dk.row(b, h, t));
+        std::copy(dvp.data() + prow, dvp.data() + prow + D, dv.row(b, h, t));
       }
     }
   }

@@ -18,8 +18,11 @@
 // for query i and key j of (batch, head) bh: the mask of a flat (B, H, T, T)
 // array; kept probabilities are scaled by 1/(1-p).
 //
-// Layout: q, k, v, out and their gradients are (B*H, T, D) contiguous
-// float32; lse is (B*H, T).  Threads (OpenMP, sharing PyTorch's pool) take
+// Layout: q, k, v, out and their gradients are (B, H, T, D) float32 with any
+// strides but a contiguous last axis: the model's q, k, v are views into
+// one (B, T, 3C) projection and its output is wanted as (B, T, H, D), and
+// reading and writing them in place saves six copies per layer.  lse is
+// (B*H, T) contiguous.  Threads (OpenMP, sharing PyTorch's pool) take
 // (batch, head) pairs.
 #pragma once
 
@@ -27,8 +30,18 @@
 
 namespace gptfast {
 
+// A strided (B, H, T, D) tensor; strides in elements.
+template <class Pointer>
+struct HeadsOf {
+  Pointer data = nullptr;
+  int64_t sb = 0, sh = 0, st = 0;
+  Pointer row(int64_t b, int64_t h, int64_t t) const { return data + b * sb + h * sh + t * st; }
+};
+using Heads = HeadsOf<const float*>;
+using OutHeads = HeadsOf<float*>;
+
 struct AttentionProblem {
-  int64_t bh = 0;          // batch x heads
+  int64_t B = 0, H = 0;    // batch, heads
   int T = 0, D = 0;        // sequence length, head size
   float scale = 1.0f;      // on q . k
   uint32_t threshold = 0;  // dropout: drop when the 32-bit draw is below it (0: keep all)
@@ -36,12 +49,11 @@ struct AttentionProblem {
   uint64_t seed = 0;
 };
 
-// out (bh, T, D) and lse (bh, T) = log sum_j exp(scale q_i . k_j) over j <= i.
-void attention_forward(const AttentionProblem& a, const float* q, const float* k, const float* v, float* out,
-                       float* lse);
+// out and lse (B*H, T) = log sum_j exp(scale q_i . k_j) over j <= i.
+void attention_forward(const AttentionProblem& a, Heads q, Heads k, Heads v, OutHeads out, float* lse);
 
-// dq, dk, dv (bh, T, D) from dout, with the forward's out and lse.
-void attention_backward(const AttentionProblem& a, const float* q, const float* k, const float* v, const float* out,
-                        const float* lse, const float* dout, float* dq, float* dk, float* dv);
+// dq, dk, dv from dout, with the forward's out and lse.
+void attention_backward(const AttentionProblem& a, Heads q, Heads k, Heads v, Heads out, const float* lse,
+                        Heads dout, OutHeads dq, OutHeads dk, OutHeads dv);
 
 }  // namespace gptfast

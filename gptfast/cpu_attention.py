@@ -28,27 +28,41 @@ def applies(q: torch.Tensor, dropout_p: float, mask) -> bool:
     return dropout_p > 0.0 and mask is None and hashed_dropout.applies(q)
 
 
+def _heads_out(B: int, H: int, T: int, D: int) -> torch.Tensor:
+    """A new (B, H, T, D) tensor laid out as (B, T, H, D): what the model turns
+    into (B, T, C) next, and what autograd turns back into the qkv layout,
+    both without a copy."""
+    return torch.empty(B, T, H, D).transpose(1, 2)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()   # a strided view, no copy
+
+
 class _Attention(torch.autograd.Function):
+    # q, k, v stay the model's strided views (slices of one qkv projection):
+    # the kernel reads and writes (B, H, T, D) with any strides, so neither
+    # direction copies a tensor into another layout.
     @staticmethod
     def forward(ctx, q, k, v, p: float, seed: int):
         B, H, T, D = q.shape
-        flat = [t.detach().reshape(B * H, T, D).contiguous() for t in (q, k, v)]   # 3 x (B*H, T, D)
-        out = torch.empty_like(flat[0])
-        lse = torch.empty(B * H, T, dtype=torch.float32)
+        out = _heads_out(B, H, T, D)
+        lse = torch.empty(B * H, T)
         scale = D ** -0.5
-        _backend._C.attention_forward(*(t.numpy() for t in flat), out.numpy(), lse.numpy(), scale, p, seed)
-        ctx.save_for_backward(*flat, out, lse)
-        ctx.p, ctx.seed, ctx.scale, ctx.shape = p, seed, scale, q.shape
-        return out.view(B, H, T, D)
+        _backend._C.attention_forward(_np(q), _np(k), _np(v), _np(out), lse.numpy(), scale, p, seed)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.p, ctx.seed, ctx.scale = p, seed, scale
+        return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
-        dout = dout.detach().reshape(q.shape).contiguous()                     # (B*H, T, D)
-        dq, dk, dv = (torch.empty_like(q) for _ in range(3))
-        _backend._C.attention_backward(q.numpy(), k.numpy(), v.numpy(), out.numpy(), lse.numpy(), dout.numpy(),
-                                       dq.numpy(), dk.numpy(), dv.numpy(), ctx.scale, ctx.p, ctx.seed)
-        return dq.view(ctx.shape), dk.view(ctx.shape), dv.view(ctx.shape), None, None
+        if dout.stride(-1) != 1:
+            dout = dout.contiguous()
+        dq, dk, dv = (_heads_out(*q.shape) for _ in range(3))
+        _backend._C.attention_backward(_np(q), _np(k), _np(v), _np(out), lse.numpy(), _np(dout),
+                                       _np(dq), _np(dk), _np(dv), ctx.scale, ctx.p, ctx.seed)
+        return dq, dk, dv, None, None
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,

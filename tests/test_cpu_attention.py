@@ -92,15 +92,40 @@ def test_seeding_repeats_and_varies():
     assert torch.equal(b, cpu_attention.attention(q, k, v, 0.5))
 
 
+def test_strided_views_give_the_same_bits():
+    """The model passes q, k, v as views into one (B, T, 3C) projection; the
+    kernel reads them in place and writes (B, T, H, D)-ordered results."""
+    B, H, T, D = 2, 3, 37, 20
+    torch.manual_seed(1)
+    qkv = torch.randn(B, T, 3 * H * D, requires_grad=True)
+    views = [t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2)]   # 3 x (B, H, T, D)
+    dense = [t.detach().contiguous().requires_grad_() for t in views]
+    grad = torch.randn(B, H, T, D)
+    y_views = cpu_attention.attention(*views, 0.25, seed=5)
+    y_views.backward(grad)
+    y_dense = cpu_attention.attention(*dense, 0.25, seed=5)
+    y_dense.backward(grad)
+    assert torch.equal(y_views, y_dense)
+    assert torch.equal(y_views.transpose(1, 2).reshape(B, T, H * D),        # a view: no copy needed
+                       y_views.transpose(1, 2).contiguous().view(B, T, H * D))
+    assert y_views.transpose(1, 2).is_contiguous()
+    assert torch.equal(qkv.grad, torch.cat([t.grad.transpose(1, 2).reshape(B, T, H * D) for t in dense], dim=2))
+
+
 def test_rejects_bad_arrays():
-    q = np.zeros((2, 8, 16), np.float32)
+    q = np.zeros((1, 2, 8, 16), np.float32)
     out, lse = np.zeros_like(q), np.zeros((2, 8), np.float32)
     with pytest.raises(ValueError, match="float32"):
         _backend._C.attention_forward(q.astype(np.float64), q, q, out, lse, 0.25, 0.1, 0)
-    with pytest.raises(ValueError, match="contiguous"):
-        _backend._C.attention_forward(q, q, q, np.zeros((2, 16, 8), np.float32).transpose(0, 2, 1), lse, 0.25, 0.1, 0)
+    with pytest.raises(ValueError, match="contiguous last axis"):
+        _backend._C.attention_forward(q, q, q, np.zeros((1, 2, 16, 8), np.float32).transpose(0, 1, 3, 2), lse,
+                                      0.25, 0.1, 0)
     with pytest.raises(ValueError, match="shape"):
         _backend._C.attention_forward(q, q, q, out, np.zeros((2, 9), np.float32), 0.25, 0.1, 0)
+    with pytest.raises(ValueError, match="read-only"):
+        frozen = np.zeros_like(q)
+        frozen.flags.writeable = False
+        _backend._C.attention_forward(q, q, q, frozen, lse, 0.25, 0.1, 0)
     with pytest.raises(ValueError, match="dropout p"):
         _backend._C.attention_forward(q, q, q, out, lse, 0.25, 1.0, 0)
 
