@@ -45,6 +45,7 @@ class _Attention(torch.autograd.Function):
     # direction copies a tensor into another layout.
     @staticmethod
     def forward(ctx, q, k, v, p: float, seed: int):
+        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         B, H, T, D = q.shape
         out = _heads_out(B, H, T, D)
         lse = torch.empty(B * H, T)
