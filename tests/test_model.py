@@ -147,6 +147,7 @@ def test_triton_backend_unavailable_is_a_clear_construction_error(monkeypatch):
     with pytest.raises(ConfigError, match="attention backend 'triton' is unavailable .*No module named 'triton'"):
         GPT(GPTConfig(n_embd=64, n_head=2), backend="triton")
     # "auto" does not need it off CUDA: it picks SDPA on the CPU.
+    monkeypatch.delenv("GPTFAST_REFERENCE", raising=False)   # the suite may run under it
     cfg = GPTConfig(n_embd=64, n_head=2)
     idx = torch.zeros(1, 3, dtype=torch.long)
     assert resolve_backend("auto", cfg, idx) == "sdpa"
