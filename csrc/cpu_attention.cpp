@@ -236,19 +236,23 @@ void attention_backward(const AttentionProblem& a, Heads q, Heads k, Heads v, He
           block_dots(dop.data() + static_cast<size_t>(i0) * Dp, Dp, vt.data(), Tk, j0, D, dp);
           for (int r = 0; r < kR; ++r) {
             const int i = i0 + r;
+            // Keys j0 + jj < j0 + n_valid are visible to row i (none for padding rows).
+            const int n_valid = i < T ? std::min(kJ, i - j0 + 1) : 0;
             const float l = i < T ? lse[static_cast<size_t>(bh) * T + i] : 0.0f;
+            const float di = delta[i];
+            // Loops without branches or strided stores, so they vectorize.
+            float pz[kJ], g[kJ], z[kJ];
+            for (int jj = 0; jj < kJ; ++jj) z[jj] = keep_scale(a, key, bh, i, j0 + jj);
             for (int jj = 0; jj < kJ; ++jj) {
-              const int j = j0 + jj;
-              float pz = 0.0f, g = 0.0f;
-              if (i < T && j <= i) {
-                const float p = exp_nonpositive(s[r * kJ + jj] * a.scale - l);  // the softmax, before dropout
-                const float z = keep_scale(a, key, bh, i, j);
-                pz = p * z;
-                g = p * (dp[r * kJ + jj] * z - delta[i]) * a.scale;  // d(q.k): softmax backward, scale folded in
-              }
-              pzt[static_cast<size_t>(jj) * Tq + i] = pz;
-              dst[static_cast<size_t>(jj) * Tq + i] = g;
-              ds[static_cast<size_t>(i) * kJ + jj] = g;
+              const float p = exp_nonpositive(s[r * kJ + jj] * a.scale - l);  // the softmax, before dropout
+              pz[jj] = p * z[jj];
+              g[jj] = p * (dp[r * kJ + jj] * z[jj] - di) * a.scale;  // d(q.k): softmax backward, scale folded in
+            }
+            for (int jj = n_valid; jj < kJ; ++jj) pz[jj] = g[jj] = 0.0f;
+            std::copy(g, g + kJ, ds.data() + static_cast<size_t>(i) * kJ);
+            for (int jj = 0; jj < kJ; ++jj) {
+              pzt[static_cast<size_t>(jj) * Tq + i] = pz[jj];
+              dst[static_cast<size_t>(jj) * Tq + i] = g[jj];
             }
           }
         }
