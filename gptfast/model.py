@@ -239,7 +239,7 @@ class MLP(nn.Module):
         self.dropout = Dropout(config.resid_dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.relu(self.fc(x))))
+        return self.dropout(self.proj(F.relu(self.fc(x), inplace=True)))
 
 
 class Block(nn.Module):
