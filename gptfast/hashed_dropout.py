@@ -14,12 +14,15 @@ torch.compile) `Dropout` is nn.Dropout.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gptfast import _backend
+from gptfast.sampling import splitmix64
 
 SEED_BITS = 62   # seeds drawn from torch's generator: [0, 2^62)
 
@@ -74,7 +77,8 @@ _U64 = np.uint64
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """csrc/rng.h's splitmix64 on uint64 arrays (arithmetic mod 2^64)."""
+    """csrc/rng.h's splitmix64 on uint64 arrays (arithmetic mod 2^64): the
+    vector twin of gptfast.sampling.splitmix64."""
     x = x + _U64(0x9E3779B97F4A7C15)
     z = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
@@ -83,8 +87,9 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 def reference_keep_mask(n: int, p: float, seed: int) -> np.ndarray:
     """keep[i] for i < n as csrc/dropout.h defines it (bool, (n,))."""
+    key = _U64(splitmix64(seed))   # the sampler's scalar splitmix64
     with np.errstate(over="ignore"):
-        key = _splitmix64(np.array([seed], dtype=_U64))[0]
         h = _splitmix64(key + np.arange(n, dtype=_U64))
-    threshold = min(round(p * 2**32), 2**32 - 1)
+    # std::round's halves go away from zero; Python's round() would go to even.
+    threshold = min(math.floor(p * 2**32 + 0.5), 2**32 - 1)
     return h >> _U64(32) >= threshold

@@ -38,7 +38,6 @@ from torch.nn import functional as F
 
 from gptfast import cpu_attention
 from gptfast._backend import reference_forced
-from gptfast.hashed_dropout import Dropout   # nn.Dropout with the hashed C++ mask on the CPU
 from gptfast.config import (
     ATTENTION_BACKENDS,
     TRITON_HEAD_DIM_RANGE,
@@ -47,6 +46,7 @@ from gptfast.config import (
     check_triton_head_size,
     sinusoidal_positions,
 )
+from gptfast.hashed_dropout import Dropout   # nn.Dropout with the hashed C++ mask on the CPU
 
 # --------------------------------------------------------------------------
 # Attention backends.  All take q, k, v of shape (B, H, T, D) and return
