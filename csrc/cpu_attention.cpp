@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "dropout.h"
@@ -43,6 +44,12 @@ inline V16 zero16() { return {_mm512_setzero_ps()}; }
 inline V16 load16(const float* p) { return {_mm512_loadu_ps(p)}; }
 inline void store16(float* p, V16 x) { _mm512_storeu_ps(p, x.v); }
 inline V16 fma16(float a, V16 b, V16 c) { return {_mm512_fmadd_ps(_mm512_set1_ps(a), b.v, c.v)}; }
+inline V16 fill16(float a) { return {_mm512_set1_ps(a)}; }
+inline V16 max16(V16 a, V16 b) { return {_mm512_max_ps(a.v, b.v)}; }
+inline V16 add16(V16 a, V16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline V16 mul_add16(V16 a, V16 b, V16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+inline float reduce_max16(V16 a) { return _mm512_reduce_max_ps(a.v); }
+inline float reduce_add16(V16 a) { return _mm512_reduce_add_ps(a.v); }
 #elif GPTFAST_SIMD
 struct V16 {
   __m256 lo, hi;
@@ -56,6 +63,20 @@ inline void store16(float* p, V16 x) {
 inline V16 fma16(float a, V16 b, V16 c) {
   const __m256 av = _mm256_set1_ps(a);
   return {_mm256_fmadd_ps(av, b.lo, c.lo), _mm256_fmadd_ps(av, b.hi, c.hi)};
+}
+inline V16 fill16(float a) { return {_mm256_set1_ps(a), _mm256_set1_ps(a)}; }
+inline V16 max16(V16 a, V16 b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
+inline V16 add16(V16 a, V16 b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+inline V16 mul_add16(V16 a, V16 b, V16 c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
+inline float reduce_max16(V16 a) {
+  float x[16];
+  store16(x, a);
+  return *std::max_element(x, x + 16);
+}
+inline float reduce_add16(V16 a) {
+  float x[16];
+  store16(x, a);
+  return std::accumulate(x, x + 16, 0.0f);
 }
 #else
 struct V16 {
@@ -72,7 +93,56 @@ inline V16 fma16(float a, V16 b, V16 c) {
   for (int i = 0; i < 16; ++i) c.x[i] = std::fma(a, b.x[i], c.x[i]);
   return c;
 }
+inline V16 fill16(float a) {
+  V16 r;
+  std::fill(r.x, r.x + 16, a);
+  return r;
+}
+inline V16 max16(V16 a, V16 b) {
+  for (int i = 0; i < 16; ++i) a.x[i] = std::max(a.x[i], b.x[i]);
+  return a;
+}
+inline V16 add16(V16 a, V16 b) {
+  for (int i = 0; i < 16; ++i) a.x[i] += b.x[i];
+  return a;
+}
+inline V16 mul_add16(V16 a, V16 b, V16 c) {
+  for (int i = 0; i < 16; ++i) c.x[i] = std::fma(a.x[i], b.x[i], c.x[i]);
+  return c;
+}
+inline float reduce_max16(V16 a) { return *std::max_element(a.x, a.x + 16); }
+inline float reduce_add16(V16 a) { return std::accumulate(a.x, a.x + 16, 0.0f); }
 #endif
+
+// Reductions over a row, 16 lanes at a time: written as plain loops they
+// run one element per FP latency (~4 cycles), since the compiler may not
+// reorder float max and sum.
+float row_max(const float* x, int n) {
+  V16 m = fill16(-std::numeric_limits<float>::infinity());
+  int j = 0;
+  for (; j + 16 <= n; j += 16) m = max16(m, load16(x + j));
+  float r = reduce_max16(m);
+  for (; j < n; ++j) r = std::max(r, x[j]);
+  return r;
+}
+
+float row_sum(const float* x, int n) {
+  V16 s = zero16();
+  int j = 0;
+  for (; j + 16 <= n; j += 16) s = add16(s, load16(x + j));
+  float r = reduce_add16(s);
+  for (; j < n; ++j) r += x[j];
+  return r;
+}
+
+float dot(const float* a, const float* b, int n) {
+  V16 s = zero16();
+  int j = 0;
+  for (; j + 16 <= n; j += 16) s = mul_add16(load16(a + j), load16(b + j), s);
+  float r = reduce_add16(s);
+  for (; j < n; ++j) r = std::fma(a[j], b[j], r);
+  return r;
+}
 
 // Register blocks: kR rows x 32 columns (8 accumulators of 16 lanes, enough
 // independent FMA chains to keep both FMA ports busy).  Operands are copied
@@ -87,12 +157,44 @@ void pad_rows(const Heads& x, int64_t b, int64_t h, int T, int D, int ld, float*
   for (int t = 0; t < T; ++t) std::copy(x.row(b, h, t), x.row(b, h, t) + D, out + static_cast<size_t>(t) * ld);
 }
 
-// xt (D, ld) = head (b, h) of x transposed, zero after column T.
+#if GPTFAST_SIMD
+// out rows 0..7 (stride ld_out) = the 8 x 8 block at `in` (stride ld_in), transposed.
+inline void transpose8x8(const float* in, size_t ld_in, float* out, size_t ld_out) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(in + i * ld_in);
+  for (int i = 0; i < 8; i += 2) {  // interleave row pairs: (a0 b0 a1 b1 | a4 b4 a5 b5), ...
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {  // then pairs of pairs: columns of four rows per 128-bit lane
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {  // and the two 128-bit halves: rows 0-3 with rows 4-7
+    _mm256_storeu_ps(out + i * ld_out, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(out + (i + 4) * ld_out, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+#endif
+
+// xt (D, ld) = head (b, h) of x transposed, zero after column T.  In 8 x 8
+// tiles where the machine has AVX: element by element, the transposes of K
+// (and V in the backward) took ~15% of the kernels.
 void pad_transpose(const Heads& x, int64_t b, int64_t h, int T, int D, int ld, float* xt) {
   std::fill(xt, xt + static_cast<size_t>(D) * ld, 0.0f);
+  int t0 = 0, d_tiled = 0;
+#if GPTFAST_SIMD
+  d_tiled = D / 8 * 8;
+  if (x.st > 0)  // rows are evenly spaced: tile them
+    for (; t0 + 8 <= T; t0 += 8)
+      for (int d = 0; d < d_tiled; d += 8)
+        transpose8x8(x.row(b, h, t0) + d, static_cast<size_t>(x.st), xt + static_cast<size_t>(d) * ld + t0, ld);
+#endif
   for (int t = 0; t < T; ++t) {
     const float* r = x.row(b, h, t);
-    for (int d = 0; d < D; ++d) xt[static_cast<size_t>(d) * ld + t] = r[d];
+    for (int d = t < t0 ? d_tiled : 0; d < D; ++d) xt[static_cast<size_t>(d) * ld + t] = r[d];
   }
 }
 
@@ -178,11 +280,9 @@ void attention_forward(const AttentionProblem& a, Heads q, Heads k, Heads v, Out
             std::fill(wr, wr + nk, 0.0f);
             continue;
           }
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int j = 0; j < n; ++j) mx = std::max(mx, wr[j]);
+          const float mx = row_max(wr, n);
           for (int j = 0; j < n; ++j) wr[j] = exp_nonpositive(wr[j] - mx);  // vectorized: no sum in this loop
-          float sum = 0.0f;
-          for (int j = 0; j < n; ++j) sum += wr[j];
+          const float sum = row_sum(wr, n);
           const float inv = 1.0f / sum;
           for (int j = 0; j < n; ++j) wr[j] *= inv * keep_scale(a, key, bh, i, j);
           std::fill(wr + n, wr + nk, 0.0f);
@@ -223,11 +323,7 @@ void attention_backward(const AttentionProblem& a, Heads q, Heads k, Heads v, He
       std::fill(dkp.begin(), dkp.end(), 0.0f);
       std::fill(dvp.begin(), dvp.end(), 0.0f);
       // delta_i = sum_j P_ij z_ij dp_ij = dout_i . out_i
-      std::fill(delta.begin(), delta.end(), 0.0f);
-      for (int i = 0; i < T; ++i) {
-        const float *dr = dout.row(b, h, i), *o = out.row(b, h, i);
-        for (int d = 0; d < D; ++d) delta[i] = std::fma(dr[d], o[d], delta[i]);
-      }
+      for (int i = 0; i < T; ++i) delta[i] = dot(dout.row(b, h, i), out.row(b, h, i), D);
       for (int j0 = 0; j0 < T; j0 += kJ) {
         const int first = j0 / kR * kR;  // the first query block that sees a key of this block (i >= j0)
         for (int i0 = first; i0 < T; i0 += kR) {

@@ -239,7 +239,10 @@ class MLP(nn.Module):
         self.dropout = Dropout(config.resid_dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.relu(self.fc(x), inplace=True)))
+        # Not in place: relu_ on the fc output (a view of addmm's 2-D result)
+        # makes autograd rebuild it through CopySlices, four extra 25 MB copies
+        # per layer in the backward, ~8% slower steps on the quijote preset.
+        return self.dropout(self.proj(F.relu(self.fc(x))))
 
 
 class Block(nn.Module):
