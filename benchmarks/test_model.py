@@ -108,7 +108,7 @@ def _bench_train_step(benchmark, results, key, config, model, x, y):
         opt.step()
 
     benchmark.group = "train-step"
-    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(step, rounds=7, iterations=1, warmup_rounds=2)
     median = benchmark.stats.stats.median
     tokens = x.numel()
     info = {"tokens_per_s": tokens / median, "gflops": train_step_flops(config, tokens) / median / 1e9,

@@ -15,20 +15,30 @@ namespace gptfast {
 
 namespace {
 
+// a * b + c, fused where the target has an FMA instruction; elsewhere
+// std::fma is a library call (~50x slower kernels in a portable x86 build).
+inline float madd(float a, float b, float c) {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 // exp(x) for x <= 0 within ~2 ulp (Cephes' expf polynomial after x = n ln2
 // + r), written as plain float code so that loops over it vectorize.
 inline float exp_nonpositive(float x) {
   x = std::max(x, -87.0f);
   const float n = std::nearbyint(x * 1.44269504088896341f);
-  float r = std::fma(n, -0.693359375f, x);
-  r = std::fma(n, 2.12194440e-4f, r);
+  float r = madd(n, -0.693359375f, x);
+  r = madd(n, 2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
-  p = std::fma(p, r, 1.3981999507e-3f);
-  p = std::fma(p, r, 8.3334519073e-3f);
-  p = std::fma(p, r, 4.1665795894e-2f);
-  p = std::fma(p, r, 1.6666665459e-1f);
-  p = std::fma(p, r, 5.0000001201e-1f);
-  const float y = std::fma(p, r * r, r) + 1.0f;
+  p = madd(p, r, 1.3981999507e-3f);
+  p = madd(p, r, 8.3334519073e-3f);
+  p = madd(p, r, 4.1665795894e-2f);
+  p = madd(p, r, 1.6666665459e-1f);
+  p = madd(p, r, 5.0000001201e-1f);
+  const float y = madd(p, r * r, r) + 1.0f;
   const int32_t e = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &e, 4);
@@ -90,7 +100,7 @@ inline V16 load16(const float* p) {
 }
 inline void store16(float* p, V16 x) { std::copy(x.x, x.x + 16, p); }
 inline V16 fma16(float a, V16 b, V16 c) {
-  for (int i = 0; i < 16; ++i) c.x[i] = std::fma(a, b.x[i], c.x[i]);
+  for (int i = 0; i < 16; ++i) c.x[i] = madd(a, b.x[i], c.x[i]);
   return c;
 }
 inline V16 fill16(float a) {
@@ -107,7 +117,7 @@ inline V16 add16(V16 a, V16 b) {
   return a;
 }
 inline V16 mul_add16(V16 a, V16 b, V16 c) {
-  for (int i = 0; i < 16; ++i) c.x[i] = std::fma(a.x[i], b.x[i], c.x[i]);
+  for (int i = 0; i < 16; ++i) c.x[i] = madd(a.x[i], b.x[i], c.x[i]);
   return c;
 }
 inline float reduce_max16(V16 a) { return *std::max_element(a.x, a.x + 16); }
@@ -140,14 +150,18 @@ float dot(const float* a, const float* b, int n) {
   int j = 0;
   for (; j + 16 <= n; j += 16) s = mul_add16(load16(a + j), load16(b + j), s);
   float r = reduce_add16(s);
-  for (; j < n; ++j) r = std::fma(a[j], b[j], r);
+  for (; j < n; ++j) r = madd(a[j], b[j], r);
   return r;
 }
 
-// Register blocks: kR rows x 32 columns (8 accumulators of 16 lanes, enough
-// independent FMA chains to keep both FMA ports busy).  Operands are copied
-// into zero-padded buffers first, so no block has a tail.
-constexpr int kR = 4, kJ = 32, kV = 32;
+// Register blocks: kR rows x kJ columns, kR * kJ / 16 accumulators of 16
+// lanes: 8 independent FMA chains keep both FMA ports busy.  With 16 vector
+// registers (AVX2, where 16 lanes take two), 4 x 32 would spill: 4 x 16.
+// Operands are copied into zero-padded buffers first, so no block has a tail.
+constexpr int kR = 4;  // 8 rows on AVX-512 measured within noise of 4
+constexpr int kJ = GPTFAST_AVX512 ? 32 : 16, kV = kJ;
+constexpr int kVecs = kJ / 16;  // 16-lane vectors per block row
+static_assert(kJ % kR == 0, "the backward takes a key block's keys kR at a time");
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
@@ -201,45 +215,40 @@ void pad_transpose(const Heads& x, int64_t b, int64_t h, int T, int D, int ld, f
 // dots (kR, kJ) = sum_{d < D} a[r * lda + d] * bt[d * ldb + j0 + j]: kR rows
 // of a against kJ columns of bt (a block of q k^T, or of dout v^T).
 inline void block_dots(const float* a, int lda, const float* bt, int ldb, int j0, int D, float* dots) {
-  V16 acc[kR][2];
-  for (int r = 0; r < kR; ++r) acc[r][0] = acc[r][1] = zero16();
+  V16 acc[kR][kVecs];
+  for (int r = 0; r < kR; ++r)
+    for (int c = 0; c < kVecs; ++c) acc[r][c] = zero16();
   for (int d = 0; d < D; ++d) {
     const float* b = bt + static_cast<size_t>(d) * ldb + j0;
-    const V16 b0 = load16(b), b1 = load16(b + 16);
+    V16 bv[kVecs];
+    for (int c = 0; c < kVecs; ++c) bv[c] = load16(b + 16 * c);
     for (int r = 0; r < kR; ++r) {
       const float x = a[static_cast<size_t>(r) * lda + d];
-      acc[r][0] = fma16(x, b0, acc[r][0]);
-      acc[r][1] = fma16(x, b1, acc[r][1]);
+      for (int c = 0; c < kVecs; ++c) acc[r][c] = fma16(x, bv[c], acc[r][c]);
     }
   }
-  for (int r = 0; r < kR; ++r) {
-    store16(dots + r * kJ, acc[r][0]);
-    store16(dots + r * kJ + 16, acc[r][1]);
-  }
+  for (int r = 0; r < kR; ++r)
+    for (int c = 0; c < kVecs; ++c) store16(dots + r * kJ + 16 * c, acc[r][c]);
 }
 
 // y[r * ldy + d0 ..+kV] += sum_{j < n} w[r * ldw + j] * b[j * ldb + d0 ..+kV]
 // for r < kR: weights times rows of b (probabilities times values, score
 // gradients times keys or queries).
 inline void block_axpy(const float* w, int ldw, const float* b, int ldb, int n, int d0, float* y, int ldy) {
-  V16 acc[kR][2];
-  for (int r = 0; r < kR; ++r) {
-    acc[r][0] = load16(y + static_cast<size_t>(r) * ldy + d0);
-    acc[r][1] = load16(y + static_cast<size_t>(r) * ldy + d0 + 16);
-  }
+  V16 acc[kR][kVecs];
+  for (int r = 0; r < kR; ++r)
+    for (int c = 0; c < kVecs; ++c) acc[r][c] = load16(y + static_cast<size_t>(r) * ldy + d0 + 16 * c);
   for (int j = 0; j < n; ++j) {
     const float* bj = b + static_cast<size_t>(j) * ldb + d0;
-    const V16 b0 = load16(bj), b1 = load16(bj + 16);
+    V16 bv[kVecs];
+    for (int c = 0; c < kVecs; ++c) bv[c] = load16(bj + 16 * c);
     for (int r = 0; r < kR; ++r) {
       const float x = w[static_cast<size_t>(r) * ldw + j];
-      acc[r][0] = fma16(x, b0, acc[r][0]);
-      acc[r][1] = fma16(x, b1, acc[r][1]);
+      for (int c = 0; c < kVecs; ++c) acc[r][c] = fma16(x, bv[c], acc[r][c]);
     }
   }
-  for (int r = 0; r < kR; ++r) {
-    store16(y + static_cast<size_t>(r) * ldy + d0, acc[r][0]);
-    store16(y + static_cast<size_t>(r) * ldy + d0 + 16, acc[r][1]);
-  }
+  for (int r = 0; r < kR; ++r)
+    for (int c = 0; c < kVecs; ++c) store16(y + static_cast<size_t>(r) * ldy + d0 + 16 * c, acc[r][c]);
 }
 
 // 0 (dropped) or 1/(1-p) for key j of query i of (batch, head) bh.
