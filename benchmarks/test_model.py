@@ -3,7 +3,9 @@
 CPU (always):
   group "train-step": one AdamW training step (forward, backward, update) of the
   `quijote` preset (the lecture model, 10.8M parameters, dropout 0.2) on a
-  16 x 256 batch, fast model vs reference model; tokens/s in extra_info.
+  16 x 256 batch, fast model vs reference model; tokens/s in extra_info.  On
+  CPUs with native bfloat16 matmuls (AVX512-BF16, AMX) also the fast step
+  under bfloat16 autocast (gptfast.train --dtype bfloat16).
   group "matmul": a 2048 x 2048 float32 matmul, the machine's practical peak,
   against which the fast step's achieved GFLOP/s is put.
   GPTFAST_BENCH_SMALL=1 shrinks the batch to 4 x 64.
@@ -16,6 +18,7 @@ the end of the module, all from this one run.
 
     python -m pytest benchmarks/test_model.py -q
 """
+import copy
 import os
 
 import pytest
@@ -25,6 +28,7 @@ from gptfast.config import preset
 from gptfast.model import GPT, reference_attention, sdpa_attention, triton_available
 from gptfast.reference.model import GPTLanguageModel
 from gptfast.training.optim import make_optimizer
+from gptfast.training.runtime import cpu_has_native_bf16
 from gptfast.weights_mapping import reference_to_fast
 
 SMALL = os.environ.get("GPTFAST_BENCH_SMALL", "") not in ("", "0")
@@ -55,6 +59,10 @@ def _ratio_lines(r):
         lines.append(f"train-step reference : {ref['tokens_per_s']:,.0f} tokens/s, {ref['gflops']:.1f} GFLOP/s")
         lines.append(f"fast / reference speedup: median {ref['median_s'] / fast['median_s']:.2f}x, "
                      f"min {ref['min_s'] / fast['min_s']:.2f}x")
+        if "train-fast-bf16" in r:
+            bf = r["train-fast-bf16"]
+            lines.append(f"train-step fast, bf16 autocast: {bf['tokens_per_s']:,.0f} tokens/s, "
+                         f"{fast['median_s'] / bf['median_s']:.2f}x the float32 step")
         if "matmul" in r:
             peak = r["matmul"]["gflops"]
             lines.append(f"matmul {MATMUL_N}^2 float32: {peak:.1f} GFLOP/s; fast step achieves "
@@ -98,11 +106,12 @@ def quijote():
     return config, ref, fast, x, y
 
 
-def _bench_train_step(benchmark, results, key, config, model, x, y, opt):
+def _bench_train_step(benchmark, results, key, config, model, x, y, opt, autocast=None):
     model.train()
 
     def step():
-        _, loss = model(x, y)
+        with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+            _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -122,6 +131,15 @@ def test_train_step_fast(benchmark, results, quijote):
     # gptfast.train's optimizer (fused AdamW, decay on matrices only) vs the seed's plain AdamW.
     opt = make_optimizer(fast, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.99), device_type="cpu")
     _bench_train_step(benchmark, results, "train-fast", config, fast, x, y, opt)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no bfloat16 matmul in hardware (AMX or AVX512-BF16)")
+def test_train_step_fast_bf16_autocast(benchmark, results, quijote):
+    """The same step under CPU autocast to bfloat16 (gptfast.train --dtype bfloat16)."""
+    config, _, fast, x, y = quijote
+    model = copy.deepcopy(fast)
+    opt = make_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.99), device_type="cpu")
+    _bench_train_step(benchmark, results, "train-fast-bf16", config, model, x, y, opt, autocast=torch.bfloat16)
 
 
 def test_train_step_reference(benchmark, results, quijote):

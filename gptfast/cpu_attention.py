@@ -24,7 +24,8 @@ from gptfast import _backend, hashed_dropout
 
 def applies(q: torch.Tensor, dropout_p: float, mask) -> bool:
     """Whether `attention` should run this call: training-time dropout on
-    float32 CPU tensors, causal (no explicit mask), outside torch.compile."""
+    float32 or bfloat16 CPU tensors, causal (no explicit mask), outside
+    torch.compile."""
     return dropout_p > 0.0 and mask is None and hashed_dropout.applies(q)
 
 
@@ -68,8 +69,12 @@ class _Attention(torch.autograd.Function):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
               seed: int | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D), causal) with dropout p, then @ v: q, k, v (B, H, T, D) -> (B, H, T, D)."""
-    return _Attention.apply(q, k, v, dropout_p, hashed_dropout.draw_seed() if seed is None else seed)
+    """softmax(q k^T / sqrt(D), causal) with dropout p, then @ v: q, k, v (B, H, T, D) -> (B, H, T, D).
+    bfloat16 inputs (CPU autocast) are computed in float32, as autocast
+    computes a softmax, and the output is cast back."""
+    out = _Attention.apply(q.float(), k.float(), v.float(), dropout_p,   # .float(): no-op for float32
+                           hashed_dropout.draw_seed() if seed is None else seed)
+    return out.to(q.dtype)
 
 
 def reference_keep_mask(bh: int, T: int, p: float, seed: int) -> np.ndarray:

@@ -27,10 +27,15 @@ from gptfast.sampling import splitmix64
 SEED_BITS = 62   # seeds drawn from torch's generator: [0, 2^62)
 
 
+# bfloat16 is what CPU autocast (--dtype bfloat16) hands over: it is masked
+# in float32 and cast back, since the C++ works on float32 arrays.
+DTYPES = (torch.float32, torch.bfloat16)
+
+
 def applies(x: torch.Tensor) -> bool:
-    """Whether the hashed C++ dropout runs for `x`: float32 on the CPU, the
-    extension built, not under torch.compile."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.compiler.is_compiling()
+    """Whether the hashed C++ dropout runs for `x`: float32 or bfloat16 on
+    the CPU, the extension built, not under torch.compile."""
+    return (x.device.type == "cpu" and x.dtype in DTYPES and not torch.compiler.is_compiling()
             and _backend.extension() is not None)
 
 
@@ -62,7 +67,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, seed: int | None =
         return x
     if not applies(x) or not 0.0 < p < 1.0:
         return F.dropout(x, p, True)
-    return _HashedDropout.apply(x, p, draw_seed() if seed is None else seed)
+    y = _HashedDropout.apply(x.float(), p, draw_seed() if seed is None else seed)
+    return y.to(x.dtype)   # no-ops for float32
 
 
 class Dropout(nn.Dropout):

@@ -112,6 +112,45 @@ def test_strided_views_give_the_same_bits():
     assert torch.equal(qkv.grad, torch.cat([t.grad.transpose(1, 2).reshape(B, T, H * D) for t in dense], dim=2))
 
 
+def test_bfloat16_runs_in_float32_and_returns_bfloat16():
+    """Under CPU autocast (--dtype bfloat16) q, k, v come in bfloat16: the
+    kernel computes in float32 and the output and gradients are bfloat16,
+    equal to the float32 call on the same values, rounded."""
+    B, H, T, D = 2, 3, 29, 16
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(B, H, T, D).to(torch.bfloat16) for _ in range(3))
+    grad = torch.randn(B, H, T, D).to(torch.bfloat16)
+    half = [t.clone().requires_grad_() for t in (q, k, v)]
+    full = [t.float().requires_grad_() for t in (q, k, v)]
+    assert cpu_attention.applies(half[0], 0.2, None)
+    y_half = cpu_attention.attention(*half, 0.2, seed=8)
+    y_half.backward(grad)
+    y_full = cpu_attention.attention(*full, 0.2, seed=8)
+    y_full.backward(grad.float())
+    assert y_half.dtype == torch.bfloat16 and torch.equal(y_half, y_full.to(torch.bfloat16))
+    for h, f in zip(half, full):
+        assert h.grad.dtype == torch.bfloat16 and torch.equal(h.grad, f.grad.to(torch.bfloat16))
+
+
+def test_model_under_bfloat16_autocast_matches_float32(monkeypatch):
+    """The training step of --dtype bfloat16 on the CPU: the model's attention
+    and dropout take their C++ paths and the loss stays near float32's."""
+    model = GPT(preset("tiny", vocab_size=13, n_layer=2, dropout=0.1), backend="sdpa").train()
+    x = torch.randint(0, 13, (2, 40))
+    torch.manual_seed(3)
+    _, loss32 = model(x, x)
+    calls = []
+    real = cpu_attention.attention
+    monkeypatch.setattr(cpu_attention, "attention", lambda *a, **kw: calls.append(a[0].dtype) or real(*a, **kw))
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss16 = model(x, x)
+    loss16.backward()
+    assert calls == [torch.bfloat16] * 2
+    assert abs(loss16.item() - loss32.item()) < 0.05 * loss32.item()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_rejects_bad_arrays():
     q = np.zeros((1, 2, 8, 16), np.float32)
     out, lse = np.zeros_like(q), np.zeros((2, 8), np.float32)

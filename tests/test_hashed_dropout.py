@@ -63,3 +63,17 @@ def test_non_contiguous_input():
     y = dropout(x, 0.4, seed=9)
     keep = torch.from_numpy(reference_keep_mask(60, 0.4, 9)).view(10, 6)   # over the contiguous copy
     assert torch.equal(y != 0, keep)
+
+
+def test_bfloat16_uses_the_same_mask_and_keeps_its_dtype():
+    """CPU autocast (--dtype bfloat16) hands dropout bfloat16 activations:
+    masked in float32 with the same mask, returned (and differentiated) in bfloat16."""
+    x = (torch.rand(5, 77) + 0.5).to(torch.bfloat16).requires_grad_()
+    y = dropout(x, 0.3, seed=21)
+    assert hashed_dropout.applies(x) and y.dtype == torch.bfloat16
+    keep = torch.from_numpy(reference_keep_mask(x.numel(), 0.3, 21)).view(5, 77)
+    assert torch.equal(y != 0, keep)
+    assert torch.equal(y, (x.detach().float() * keep / 0.7).to(torch.bfloat16))
+    y.backward(torch.ones_like(y))
+    assert x.grad.dtype == torch.bfloat16
+    assert torch.equal(x.grad, (keep / 0.7).to(torch.bfloat16))

@@ -86,6 +86,22 @@ def test_max_minutes_stops(data_dir, tmp_path):
     assert json.loads((res.run_dir / "last" / "checkpoint.json").read_text())["iter"] == res.iter
 
 
+def test_bfloat16_autocast_on_the_cpu(data_dir, tmp_path, monkeypatch):
+    """--dtype bfloat16 on the CPU: autocast around the forward, float32 weights
+    and checkpoints, and it learns about as float32 does.  With --dtype auto
+    the run says when the CPU would make bfloat16 faster."""
+    changes = dict(max_iters=30, eval_interval=30, dropout=0.1, lr_decay_iters=30)
+    logs = []
+    monkeypatch.setattr("gptfast.training.loop.cpu_has_native_bf16", lambda: True)
+    f32 = train(tiny_config(data_dir, tmp_path / "f32", **changes), progress="quiet", log=logs.append)
+    bf16 = train(tiny_config(data_dir, tmp_path / "bf16", dtype="bfloat16", **changes), **QUIET)
+    assert any("--dtype bfloat16" in line for line in logs)
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    first, last = evals(bf16.run_dir)[0]["val_loss"], evals(bf16.run_dir)[-1]["val_loss"]
+    assert last < first - 0.5
+    assert last == pytest.approx(evals(f32.run_dir)[-1]["val_loss"], abs=0.1)
+
+
 def test_lr_schedule():
     kw = dict(lr=1.0, min_lr=0.1, warmup_iters=10, decay_iters=110)
     assert lr_at(0, **kw) < lr_at(9, **kw) < 1.0

@@ -45,7 +45,7 @@ from gptfast.training.data import check_split, get_batch, get_dataset
 from gptfast.training.metrics import MetricsLog
 from gptfast.training.optim import make_optimizer
 from gptfast.training.progress import Progress
-from gptfast.training.runtime import flops_per_token, make_runtime, resolve_device
+from gptfast.training.runtime import cpu_has_native_bf16, flops_per_token, make_runtime, resolve_device
 from gptfast.training.sample import sample_text
 from gptfast.training.schedule import lr_at
 
@@ -295,6 +295,8 @@ class Trainer:
                  f"parameters on {self.rt.device} ({str(self.rt.dtype).replace('torch.', '')}"
                  f"{', compiled' if self.rt.compile else ''}{f', {self.dist.world_size} processes' if self.dist.enabled else ''})"
                  + (f"; resuming at iter {self.start_iter}" if self.start_iter else ""))
+        if self.rt.device_type == "cpu" and cfg.dtype == "auto" and cpu_has_native_bf16():
+            self.log("this CPU multiplies bfloat16 in hardware: --dtype bfloat16 trains about 2x faster")
         tokens_per_step = cfg.batch_size * self.mcfg.block_size * self.grad_accum * self.dist.world_size
         fpt = flops_per_token(self.model.num_params(), self.mcfg.n_layer, self.mcfg.n_embd, self.mcfg.block_size)
         progress = Progress(self.progress_mode, self.start_iter, cfg.max_iters, enabled=main)

@@ -1,7 +1,9 @@
 """Device, precision and compilation choices for a run.
 
 CUDA when available (else CPU); on GPUs bf16 autocast where supported, fp16
-with a GradScaler otherwise; float32 on CPU.  TF32 matmuls on where the GPU
+with a GradScaler otherwise; float32 on CPU, where --dtype bfloat16 is bf16
+autocast (about 2x faster on CPUs with AMX or AVX512-BF16, see
+`cpu_has_native_bf16`).  TF32 matmuls on where the GPU
 has them (Ampere+), which costs nothing visible for training.
 """
 from __future__ import annotations
@@ -42,6 +44,14 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return name
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16),
+    where oneDNN's bfloat16 matmuls run several times faster than float32
+    ones.  Elsewhere bfloat16 is emulated and slower."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")   # torch.cpu's private probes
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def make_runtime(device: str, dtype: str, compile_flag) -> Runtime:
