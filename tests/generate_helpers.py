@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from gptfast import _backend
 from gptfast.data.dataset import PrepareOptions, prepare_dataset
 from gptfast.training.loop import train
 from train_helpers import prepared, tiny_config
+
+# For tests that compare against the C++ engine explicitly.
+needs_cpp_engine = pytest.mark.skipif(_backend._C is None or _backend.reference_forced(),
+                                      reason="needs the C++ extension (not built, or GPTFAST_REFERENCE=1)")
 
 CHAT_LINES = [
     ("Ana", "hola a todos, ¿qué tal?"),

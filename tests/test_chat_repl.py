@@ -30,7 +30,7 @@ def trained(run):
     return load_trained(run)
 
 
-def session(trained, engine="cpp", **kw):
+def session(trained, engine="auto", **kw):
     kw.setdefault("params", SamplingParams(temperature=1.0))
     return ChatSession(make_engine(engine, trained.model), trained.tokenizer, trained.contacts, **kw)
 
@@ -124,7 +124,7 @@ def test_a_seed_replays_the_conversation(trained):
 
 def test_a_model_without_chat_tokens_is_refused(trained):
     with pytest.raises(InputError, match="no contact tokens"):
-        ChatSession(make_engine("cpp", trained.model), trained.tokenizer, [])
+        ChatSession(make_engine("auto", trained.model), trained.tokenizer, [])
 
 
 def test_piped_stdin_end_to_end(run):

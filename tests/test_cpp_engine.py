@@ -22,7 +22,7 @@ from gptfast.model import GPT
 from gptfast.reference.generate import default_window_keep, kv_generate, naive_generate, next_window_start
 from gptfast.sampling import GREEDY, SamplingParams, sample_from_logits
 
-pytestmark = pytest.mark.skipif(_backend._C is None, reason="gptfast._C is not built")
+pytestmark = pytest.mark.skipif(_backend._C is None or _backend.reference_forced(), reason="needs the C++ extension (not built, or GPTFAST_REFERENCE=1)")
 
 
 def random_model(config: GPTConfig, seed: int = 0, std: float = 0.15) -> GPT:

@@ -14,6 +14,7 @@ from gptfast.device_sampling import sample_tensor, uniform_tensor
 from gptfast.engine import CppEngine, load_engine
 from gptfast.model import GPT, triton_available
 from gptfast.sampling import SamplingParams, sample_from_logits, uniform
+from generate_helpers import needs_cpp_engine
 from train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 PROMPTS = [[1, 2, 3], [4, 5, 6], [7, 8], [9] * 20]   # two share a length; the last is longer than the block
@@ -55,6 +56,7 @@ def small_model(attention="sdpa"):
     return GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=32, attention=attention)).eval()
 
 
+@needs_cpp_engine
 @pytest.mark.parametrize("whole_cache", [False, True], ids=["slots-in-use", "whole-cache"])
 @pytest.mark.parametrize("params", PARAMS, ids=["greedy", "top-k", "top-p-penalty-bans"])
 def test_device_engine_equals_the_cpp_engine(params, whole_cache):
@@ -67,6 +69,7 @@ def test_device_engine_equals_the_cpp_engine(params, whole_cache):
         assert [(g.tokens, g.finish_reason) for g in dev] == [(g.tokens, g.finish_reason) for g in cpp]
 
 
+@needs_cpp_engine
 def test_device_engine_streams_and_stops_like_the_cpp_engine():
     model = small_model()
     params = SamplingParams(temperature=1.0)
@@ -87,6 +90,7 @@ def test_device_engine_streams_and_stops_like_the_cpp_engine():
     assert seen["dev"] == seen["cpp"]
 
 
+@needs_cpp_engine
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed")
 def test_triton_decode_path_equals_the_cpp_engine():
     """The model on the triton backend reading the whole cache (the CUDA

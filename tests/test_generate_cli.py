@@ -9,7 +9,7 @@ import pytest
 
 from gptfast import generate as cli
 from gptfast.trained import load_trained
-from generate_helpers import char_run
+from generate_helpers import char_run, needs_cpp_engine
 from train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 
@@ -27,6 +27,7 @@ def as_json(capsys, run, *argv):
     return json.loads(main(capsys, "--run", run, "--json", *argv).out)
 
 
+@needs_cpp_engine
 @pytest.mark.parametrize("engine", ["torch", "reference"])
 @pytest.mark.parametrize("temperature", ["0", "0.9"])
 def test_engines_print_the_same_text(capsys, run, engine, temperature):
