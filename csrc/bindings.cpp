@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "cpu_attention.h"
+#include "cross_entropy.h"
 #include "dropout.h"
 #include "id_buffer.h"
 #include "tokenizer.h"
@@ -82,6 +83,18 @@ float* f32_out(py::array& a, std::initializer_list<py::ssize_t> shape, const cha
   f32(a, shape, name);
   if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only");
   return static_cast<float*>(a.mutable_data());
+}
+
+// (N,) int64 targets, each in [0, V) or `ignore`.
+const int64_t* targets_of(const py::array& t, py::ssize_t N, py::ssize_t V, int64_t ignore) {
+  if (!t.dtype().is(py::dtype::of<int64_t>()) || !(t.flags() & py::array::c_style) || t.ndim() != 1 || t.shape(0) != N)
+    throw py::value_error("targets must be a C-contiguous int64 array with one entry per row of logits");
+  const int64_t* p = static_cast<const int64_t*>(t.data());
+  for (py::ssize_t i = 0; i < N; ++i)
+    if (p[i] != ignore && (p[i] < 0 || p[i] >= V))
+      throw py::value_error("target " + std::to_string(p[i]) + " of row " + std::to_string(i) + " is outside [0, " +
+                            std::to_string(V) + ")");
+  return p;
 }
 
 gptfast::AttentionProblem attention_problem(const py::array& q, double scale, double p, uint64_t seed) {
@@ -324,6 +337,35 @@ void bind_sampler(py::module_& m) {
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("dout"), py::arg("dq"),
       py::arg("dk"), py::arg("dv"), py::arg("scale"), py::arg("p"), py::arg("seed"),
       "Gradients of attention_forward (the same seed gives the same mask).");
+  m.def(
+      "cross_entropy_forward",
+      [](const py::array& logits, const py::array& targets, int64_t ignore, py::array& lse, py::array& loss) {
+        if (logits.ndim() != 2 || logits.shape(1) < 1) throw py::value_error("logits must be (rows, vocab >= 1)");
+        const py::ssize_t N = logits.shape(0), V = logits.shape(1);
+        const float* X = f32(logits, {N, V}, "logits");
+        const int64_t* T = targets_of(targets, N, V, ignore);
+        float* L = f32_out(lse, {N}, "lse");
+        float* out = f32_out(loss, {N}, "loss");
+        py::gil_scoped_release release;
+        gptfast::cross_entropy_forward(X, N, V, T, ignore, L, out);
+      },
+      py::arg("logits"), py::arg("targets"), py::arg("ignore_index"), py::arg("lse"), py::arg("loss"),
+      "Per-row log-sum-exp and loss of (N, V) float32 logits: csrc/cross_entropy.h.");
+  m.def(
+      "cross_entropy_backward",
+      [](const py::array& logits, const py::array& targets, int64_t ignore, const py::array& lse, double scale,
+         py::array& grad) {
+        if (logits.ndim() != 2 || logits.shape(1) < 1) throw py::value_error("logits must be (rows, vocab >= 1)");
+        const py::ssize_t N = logits.shape(0), V = logits.shape(1);
+        const float* X = f32(logits, {N, V}, "logits");
+        const int64_t* T = targets_of(targets, N, V, ignore);
+        const float* L = f32(lse, {N}, "lse");
+        float* G = f32_out(grad, {N, V}, "grad");
+        py::gil_scoped_release release;
+        gptfast::cross_entropy_backward(X, N, V, T, ignore, L, static_cast<float>(scale), G);
+      },
+      py::arg("logits"), py::arg("targets"), py::arg("ignore_index"), py::arg("lse"), py::arg("scale"),
+      py::arg("grad"), "grad = scale * (softmax(logits) - one_hot(targets)), ignored rows zero.");
   m.def("simd_enabled", &gptfast::simd_enabled, "Whether the AVX2/FMA/F16C kernels were compiled in.");
   m.def("simd_kernels", &gptfast::simd_kernels, "Which decoding kernels were compiled in: avx512, avx2 or portable.");
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gptfast import cpu_attention
+from gptfast import cpu_attention, cpu_cross_entropy
 from gptfast._backend import reference_forced
 from gptfast.config import (
     ATTENTION_BACKENDS,
@@ -374,6 +374,8 @@ class GPT(nn.Module):
             flat_logits, flat_targets = logits.view(B * T, -1), targets.reshape(B * T)
             if fused:
                 loss = _fused().cross_entropy(flat_logits, flat_targets, ignore_index=-1)
+            elif cpu_cross_entropy.applies(flat_logits):   # C++: 7 passes over the logits -> 3
+                loss = cpu_cross_entropy.cross_entropy(flat_logits, flat_targets, ignore_index=-1)
             else:
                 loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=-1)
         return logits, loss
