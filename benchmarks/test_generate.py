@@ -19,7 +19,9 @@ tokens after a 1-token prompt (so the window never slides) with temperature
                  is the mean context of the 256-token runs it is compared to.
 Also: weight traffic per token (bytes of every matrix read once per step) in
 GB/s, against a 256 MB numpy copy (read + write) measured in the same run; and
-the time to first token for a 256-token prompt (prefill + one sample).  The
+the time to first token for a 256-token prompt (prefill + one sample); and
+the `chat` preset with a 20k-word vocabulary, sampled vs greedy (the cost of
+choosing among 20k tokens).  The
 C++ runs' extra_info also splits a decoding step: ms in the linear layers,
 attention, the rest of the forward, sampling and the (Ctrl-C checking) callback.
 """
@@ -59,6 +61,7 @@ PERF_REPORT = [
     ("C++ fp32 weight GB/s / numpy copy GB/s", "C++ fp32 weights", "numpy copy 256 MB", None),
     ("C++ fp16 weight GB/s / numpy copy GB/s", "C++ fp16 weights", "numpy copy 256 MB", None),
     ("time to first token: torch prefill / C++ fp32", "TTFT torch prefill", "TTFT C++ fp32", None),
+    ("word level (20k vocab): temperature 1.0 / greedy", "C++ fp32 word temperature 1.0", "C++ fp32 word greedy", None),
 ]
 
 
@@ -115,6 +118,19 @@ def test_cpp_batch8(benchmark, perf, engines, dtype, label):
     assert n == 8 * NEW_TOKENS
     step_breakdown(engines[dtype], benchmark)
     perf.rate(label, 8 * NEW_TOKENS, benchmark, unit="tokens/s")
+
+
+@pytest.mark.parametrize("label,params", [("greedy", SamplingParams(temperature=0.0)), ("temperature 1.0", PARAMS)])
+def test_cpp_word_level(benchmark, perf, label, params):
+    """The `chat` preset with a 20,000-word vocabulary (a WhatsApp export's
+    order), where choosing a token among 20k costs as much as a forward pass
+    unless the sampler's sort is fast: sampled vs greedy decoding."""
+    torch.manual_seed(0)
+    engine = CppEngine.from_model(GPT(preset("chat", vocab_size=20_000, dropout=0.0)).eval(), threads=THREADS)
+    n = benchmark.pedantic(lambda: sum(len(g.tokens) for g in engine.generate([[1]], NEW_TOKENS, params, seed=0)), **FAST)
+    assert n == NEW_TOKENS
+    step_breakdown(engine, benchmark)
+    perf.rate(f"C++ fp32 word {label}", NEW_TOKENS, benchmark, unit="tokens/s")
 
 
 def test_cpp_fp32_1_thread(benchmark, perf, model):

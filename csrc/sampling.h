@@ -40,7 +40,8 @@ struct SamplingParams {
 // Scratch space reused across calls (no allocation per token).
 struct SamplerWorkspace {
   std::vector<double> logits, probs;
-  std::vector<int> order;
+  std::vector<int> order, order_tmp;
+  std::vector<uint64_t> keys, keys_tmp;  // the radix sort's (see sampling.cpp)
 };
 
 // `seen` (vocab_size flags, or null) marks the ids already in the sequence,

@@ -94,6 +94,30 @@ def test_cpp_sampler_matches_python(params):
 
 
 @needs_cpp
+@pytest.mark.parametrize("top_p", [1.0, 0.97])
+def test_cpp_sampler_matches_python_on_a_large_vocabulary_with_near_ties(top_p):
+    """A word-level vocabulary, where the C++ sampler orders ids with a radix
+    sort: exact ties, probabilities a few ulps apart (its insertion-sort
+    fix-up), zeros, and a heavy head of near-equal logits so that draws
+    land all over the order."""
+    rng = np.random.default_rng(5)
+    V = 6000
+    logits = (rng.standard_normal(V) * 3).astype(np.float32)
+    logits[:400] = np.round(logits[:400])                       # exact ties
+    base = np.float32(4.0)
+    head = np.nextafter(np.full(300, base), np.float32(5.0))    # one ulp above 4
+    logits[1000:1300] = head
+    logits[1300:1600] = base
+    logits[1600:1650] = np.nextafter(base, np.float32(3.0))     # one ulp below
+    logits[2000:2100] = -np.inf                                 # probability 0
+    rng.shuffle(logits)
+    p = SamplingParams(temperature=1.0, top_p=top_p)
+    for step in range(150):
+        seed = int(rng.integers(0, 2**62))
+        assert cpp_sample(logits, p, seed, 0, step) == sample_from_logits(logits.tolist(), p, seed, 0, step), step
+
+
+@needs_cpp
 @settings(max_examples=150, deadline=None)
 @given(
     logits=st.lists(st.floats(-30, 30, width=32), min_size=1, max_size=40),
