@@ -95,7 +95,10 @@ def test_bfloat16_autocast_on_the_cpu(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("gptfast.training.loop.cpu_has_native_bf16", lambda: True)
     f32 = train(tiny_config(data_dir, tmp_path / "f32", **changes), progress="quiet", log=logs.append)
     bf16 = train(tiny_config(data_dir, tmp_path / "bf16", dtype="bfloat16", **changes), **QUIET)
-    assert any("--dtype bfloat16" in line for line in logs)
+    assert not any("--dtype bfloat16" in line for line in logs)     # 32 wide: float32 is faster
+    wide = train(tiny_config(data_dir, tmp_path / "wide", n_embd=256, max_iters=1, eval_interval=1),
+                 progress="quiet", log=logs.append)
+    assert wide.iter == 1 and any("--dtype bfloat16" in line for line in logs)
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
     first, last = evals(bf16.run_dir)[0]["val_loss"], evals(bf16.run_dir)[-1]["val_loss"]
     assert last < first - 0.5

@@ -295,8 +295,9 @@ class Trainer:
                  f"parameters on {self.rt.device} ({str(self.rt.dtype).replace('torch.', '')}"
                  f"{', compiled' if self.rt.compile else ''}{f', {self.dist.world_size} processes' if self.dist.enabled else ''})"
                  + (f"; resuming at iter {self.start_iter}" if self.start_iter else ""))
-        if self.rt.device_type == "cpu" and cfg.dtype == "auto" and cpu_has_native_bf16():
-            self.log("this CPU multiplies bfloat16 in hardware: --dtype bfloat16 trains about 2x faster")
+        # Measured fp32 / bf16 step times: tiny (128 wide) 0.88x, chat (256) 1.96x, quijote (384) 2.2x.
+        if self.rt.device_type == "cpu" and cfg.dtype == "auto" and self.mcfg.n_embd >= 256 and cpu_has_native_bf16():
+            self.log("this CPU multiplies bfloat16 in hardware: --dtype bfloat16 trains this model about 2x faster")
         tokens_per_step = cfg.batch_size * self.mcfg.block_size * self.grad_accum * self.dist.world_size
         fpt = flops_per_token(self.model.num_params(), self.mcfg.n_layer, self.mcfg.n_embd, self.mcfg.block_size)
         progress = Progress(self.progress_mode, self.start_iter, cfg.max_iters, enabled=main)
