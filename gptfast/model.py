@@ -334,13 +334,18 @@ class GPT(nn.Module):
         *,
         backend: Optional[str] = None,
         input_pos: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return_logits: bool = True,
+    ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
 
         input_pos (T,) LongTensor: the positions of idx's tokens, for decoding
         with the caches of `setup_caches` (keys/values are appended there and
         each token attends to the cached positions <= its own).
-        backend: override the attention backend for this call."""
+        backend: override the attention backend for this call.
+        return_logits=False (with targets): the caller wants only the loss, as
+        training does; on the CPU the lm-head and the loss then run fused
+        without the (B, T, vocab) logits (gptfast.cpu_cross_entropy), and the
+        logits come back as None."""
         B, T = idx.shape
         backend = resolve_backend(_check_backend(backend, self.config) if backend else self.backend, self.config, idx)
         if input_pos is None:
@@ -368,6 +373,10 @@ class GPT(nn.Module):
             for block in self.blocks:
                 x = block(x, backend, input_pos, mask)
             x = self.ln_f(x)
+        if targets is not None and not return_logits and not fused and cpu_cross_entropy.linear_applies(x):
+            loss = cpu_cross_entropy.linear_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight,
+                                                          self.lm_head.bias, targets.reshape(B * T), ignore_index=-1)
+            return None, loss
         logits = self.lm_head(x)                                         # (B, T, vocab)
         loss = None
         if targets is not None:

@@ -73,3 +73,61 @@ def test_model_uses_it_on_the_cpu(monkeypatch):
     logits, loss = model(x, x)
     assert calls == [1]
     assert abs(loss.item() - F.cross_entropy(logits.view(-1, 50), x.view(-1)).item()) < 1e-5
+
+
+# -- the lm-head and the loss fused (no logits) ------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("chunk", [1 << 22, 500])        # 500 logits: chunks of 3 rows and a tail
+def test_linear_cross_entropy_matches_torch_in_float64(monkeypatch, bias, chunk):
+    monkeypatch.setattr(cpu_cross_entropy, "CHUNK_LOGITS", chunk)
+    torch.manual_seed(7)
+    N, C, V = 40, 24, 150
+    x, w = torch.randn(N, C, dtype=torch.float64), torch.randn(V, C, dtype=torch.float64) * 0.3
+    b = torch.randn(V, dtype=torch.float64) if bias else None
+    t = torch.randint(0, V, (N,))
+    t[5] = t[17] = -1
+    ref_in = [v.clone().requires_grad_() for v in (x, w)] + ([b.clone().requires_grad_()] if bias else [])
+    got_in = [v.float().requires_grad_() for v in (x, w)] + ([b.float().requires_grad_()] if bias else [])
+    ref = F.cross_entropy(F.linear(*ref_in), t, ignore_index=-1)
+    got = cpu_cross_entropy.linear_cross_entropy(got_in[0], got_in[1], got_in[2] if bias else None, t, ignore_index=-1)
+    ref.backward(torch.tensor(0.6, dtype=torch.float64))
+    got.backward(torch.tensor(0.6))
+    assert abs(got.item() - ref.item()) <= 1e-5 * abs(ref.item())
+    for name, g, r in zip(["dx", "dW", "db"], got_in, ref_in):
+        err = (g.grad.double() - r.grad).abs().max().item()
+        assert err <= 1e-5 * r.grad.abs().max().item() + 1e-9, (name, err)
+    assert not got_in[0].grad[5].any()
+
+
+def test_linear_cross_entropy_without_grad_mode_forms_no_gradients(monkeypatch):
+    formed = []
+    real = _backend._C.cross_entropy_backward
+    monkeypatch.setattr(_backend._C, "cross_entropy_backward", lambda *a: formed.append(1) or real(*a))
+    x, w = torch.randn(6, 8, requires_grad=True), torch.randn(30, 8, requires_grad=True)
+    t = torch.randint(0, 30, (6,))
+    with torch.no_grad():
+        loss = cpu_cross_entropy.linear_cross_entropy(x, w, None, t)
+    assert formed == [] and abs(loss.item() - F.cross_entropy(x @ w.t(), t).item()) < 1e-5
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_model_without_logits_gives_the_same_loss_and_gradients(tie):
+    """model(x, y, return_logits=False), what training calls: (None, loss),
+    the loss and every gradient as with the logits; tied embeddings too."""
+    torch.manual_seed(2)
+    model = GPT(preset("tiny", vocab_size=70, n_layer=1, tie_weights=tie), backend="sdpa")
+    x, y = torch.randint(0, 70, (3, 33)), torch.randint(0, 70, (3, 33))
+    y[0, :4] = -1
+    logits, loss = model(x, y)
+    loss.backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    none, fused = model(x, y, return_logits=False)
+    fused.backward()
+    assert none is None and abs(fused.item() - loss.item()) < 1e-5
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[n], rtol=1e-4, atol=1e-6, msg=n)
+    with torch.autocast("cpu", dtype=torch.bfloat16):     # autocast: the plain lm-head, in bfloat16
+        logits16, _ = model(x, y, return_logits=False)
+    assert logits16 is not None

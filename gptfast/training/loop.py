@@ -237,7 +237,7 @@ class Trainer:
             for _ in range(self.cfg.eval_iters):
                 x, y = get_batch(tokens, self.cfg.batch_size, self.mcfg.block_size, g, self.rt.device)
                 with self.rt.autocast():
-                    _, loss = self.model(x, y)
+                    _, loss = self.model(x, y, return_logits=False)
                 total += float(loss)
             out[split] = total / self.cfg.eval_iters
         self.model.train()
@@ -362,7 +362,7 @@ class Trainer:
             sync = self.fwd_model.no_sync() if (self.dist.enabled and not last) else _null()
             with sync:
                 with self.rt.autocast():
-                    _, loss = self.fwd_model(x, y)
+                    _, loss = self.fwd_model(x, y, return_logits=False)   # no (B, T, vocab) logits on the CPU
                     loss = loss / self.grad_accum
                 self.scaler.scale(loss).backward()
             total += loss.detach()
