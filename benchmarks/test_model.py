@@ -106,6 +106,11 @@ def quijote():
     return config, ref, fast, x, y
 
 
+def _disabled(benchmark) -> bool:
+    """--benchmark-disable: each benchmark ran once as a smoke test, with no timings."""
+    return getattr(benchmark, "disabled", False) or getattr(benchmark, "stats", None) is None
+
+
 def _bench_train_step(benchmark, results, key, config, model, x, y, opt, autocast=None):
     model.train()
 
@@ -118,6 +123,8 @@ def _bench_train_step(benchmark, results, key, config, model, x, y, opt, autocas
 
     benchmark.group = "train-step"
     benchmark.pedantic(step, rounds=7, iterations=1, warmup_rounds=2)
+    if _disabled(benchmark):
+        return
     median = benchmark.stats.stats.median
     tokens = x.numel()
     info = {"tokens_per_s": tokens / median, "gflops": train_step_flops(config, tokens) / median / 1e9,
@@ -154,6 +161,8 @@ def test_matmul_peak(benchmark, results):
     b = torch.randn(MATMUL_N, MATMUL_N)
     benchmark.group = "matmul"
     benchmark.pedantic(torch.mm, args=(a, b), rounds=5, iterations=1, warmup_rounds=1)
+    if _disabled(benchmark):
+        return
     gflops = 2 * MATMUL_N ** 3 / benchmark.stats.stats.median / 1e9
     benchmark.extra_info["gflops"] = gflops
     results["matmul"] = {"gflops": gflops}
@@ -185,6 +194,8 @@ def test_attention_fwd_bwd_cuda(benchmark, results, T, backend):
 
     benchmark.group = f"attention-T{T}"
     benchmark.pedantic(fwd_bwd, rounds=10, iterations=1, warmup_rounds=3)
+    if _disabled(benchmark):
+        return
     # Causal: half of the 4*B*H*T*T*D forward matmul FLOPs; backward = 2.5x forward.
     flops = 3.5 * 2 * B * H * T * T * D
     tflops = flops / benchmark.stats.stats.median / 1e12
