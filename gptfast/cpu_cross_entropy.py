@@ -64,43 +64,60 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """mean CE(x W^T + b, targets) without the (N, V) logits: rows go through
     in chunks, and each chunk's gradient (softmax minus one-hot, written over
     its logits) goes into dx, dW and db during the forward pass, so the
-    backward pass only scales them by grad_loss / n_valid."""
+    backward pass only scales them by grad_loss / n_valid.  The matmuls run
+    in `matmul_dtype` (bfloat16 under CPU autocast, as the plain lm-head
+    would), the loss and the accumulated gradients in float32."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias, targets: torch.Tensor, ignore_index: int,
-                grad_enabled: bool):
-        x, weight = x.detach().contiguous(), weight.detach()
+                grad_enabled: bool, matmul_dtype: torch.dtype):
         targets = targets.detach().to(torch.int64).contiguous()
         (N, C), V = x.shape, weight.shape[0]
         rows = max(1, min(N, CHUNK_LOGITS // V))
         # needs_input_grad says True under torch.no_grad too: evaluation would form gradients for nothing.
         need = [grad_enabled and n for n in ctx.needs_input_grad[:3]]
-        grads = any(need)
-        logits = torch.empty(rows, V)                                  # (rows, V), reused
-        lse, losses = torch.empty(rows), torch.empty(N)
-        dx = torch.empty(N, C) if need[0] else None                    # (N, C)
-        dw = torch.zeros(V, C) if need[1] else None                    # (V, C)
-        db = torch.zeros(V) if bias is not None and need[2] else None  # (V,)
-        for r0 in range(0, N, rows):
-            xc, tc = x[r0:r0 + rows], targets[r0:r0 + rows]            # (n, C), (n,)
-            n = xc.shape[0]
-            lc = logits[:n]
-            if bias is None:
-                torch.mm(xc, weight.t(), out=lc)
-            else:
-                torch.addmm(bias.detach(), xc, weight.t(), out=lc)
-            _backend._C.cross_entropy_forward(lc.numpy(), tc.numpy(), ignore_index, lse[:n].numpy(),
-                                              losses[r0:r0 + n].numpy())
-            if not grads:
-                continue
-            _backend._C.cross_entropy_backward(lc.numpy(), tc.numpy(), ignore_index, lse[:n].numpy(), 1.0,
-                                               lc.numpy())                # in place: lc = softmax - one-hot
-            if dx is not None:
-                torch.mm(lc, weight, out=dx[r0:r0 + n])
-            if dw is not None:
-                dw.addmm_(lc.t(), xc)
-            if db is not None:
-                db += lc.sum(0)
+        low = matmul_dtype != torch.float32
+        with torch.autocast("cpu", enabled=False):   # every dtype below is chosen here
+            xm = x.detach().to(matmul_dtype).contiguous()                  # (N, C)
+            wm = weight.detach().to(matmul_dtype)                          # (V, C)
+            bm = None if bias is None else bias.detach().to(matmul_dtype)  # (V,)
+            logits = torch.empty(rows, V)                                  # (rows, V) float32, reused
+            low_buf = torch.empty(rows, V, dtype=matmul_dtype) if low else None   # matmul in/out in 16 bits
+            lse, losses = torch.empty(rows), torch.empty(N)
+            dx = torch.empty(N, C) if need[0] else None                    # (N, C)
+            dw = torch.zeros(V, C) if need[1] else None                    # (V, C)
+            db = torch.zeros(V) if bias is not None and need[2] else None  # (V,)
+            for r0 in range(0, N, rows):
+                xc, tc = xm[r0:r0 + rows], targets[r0:r0 + rows]           # (n, C), (n,)
+                n = xc.shape[0]
+                lc = logits[:n]
+                mc = low_buf[:n] if low else lc
+                if bm is None:
+                    torch.mm(xc, wm.t(), out=mc)
+                else:
+                    torch.addmm(bm, xc, wm.t(), out=mc)
+                if low:
+                    lc.copy_(mc)
+                _backend._C.cross_entropy_forward(lc.numpy(), tc.numpy(), ignore_index, lse[:n].numpy(),
+                                                  losses[r0:r0 + n].numpy())
+                if not any(need):
+                    continue
+                _backend._C.cross_entropy_backward(lc.numpy(), tc.numpy(), ignore_index, lse[:n].numpy(), 1.0,
+                                                   lc.numpy())             # in place: lc = softmax - one-hot
+                if low:
+                    mc.copy_(lc)                                           # the gradient in 16 bits
+                if dx is not None:
+                    if low:
+                        dx[r0:r0 + n] = torch.mm(mc, wm)
+                    else:
+                        torch.mm(mc, wm, out=dx[r0:r0 + n])
+                if dw is not None:
+                    if low:
+                        dw += torch.mm(mc.t(), xc)                         # a chunk's partial, summed in float32
+                    else:
+                        dw.addmm_(mc.t(), xc)
+                if db is not None:
+                    db += lc.sum(0)
         ctx.n_valid = int((targets != ignore_index).sum())
         ctx.save_for_backward(dx, dw, db)
         return losses.sum() / ctx.n_valid
@@ -109,19 +126,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: torch.Tensor):
         dx, dw, db = ctx.saved_tensors
         scale = float(grad_loss) / ctx.n_valid if ctx.n_valid else float("nan")
-        return tuple(None if g is None else g * scale for g in (dx, dw, db)) + (None, None, None)
+        return tuple(None if g is None else g * scale for g in (dx, dw, db)) + (None, None, None, None)
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias, targets: torch.Tensor,
                          ignore_index: int = -100) -> torch.Tensor:
     """cross_entropy(x @ weight^T + bias, targets) for x (N, C), weight (V, C),
     without materializing the (N, V) logits or their gradient."""
-    return _LinearCrossEntropy.apply(x, weight, bias, targets, ignore_index, torch.is_grad_enabled())
+    return _LinearCrossEntropy.apply(x, weight, bias, targets, ignore_index, torch.is_grad_enabled(),
+                                     _matmul_dtype(x))
 
 
 def linear_applies(x: torch.Tensor) -> bool:
-    """Whether `linear_cross_entropy` should compute the lm-head loss of
-    these (N, C) activations: float32 on the CPU where the C++ loss runs,
-    outside autocast (under bfloat16 autocast the lm-head matmul is cheaper
-    in bfloat16, through the plain lm-head and `cross_entropy`)."""
-    return x.dtype == torch.float32 and hashed_dropout.applies(x) and not torch.is_autocast_enabled("cpu")
+    """Whether `linear_cross_entropy` can compute the lm-head loss of these
+    (N, C) activations: on the CPU where the C++ loss runs, with float32 or
+    bfloat16 matmuls (bfloat16 autocast included)."""
+    return hashed_dropout.applies(x) and _matmul_dtype(x) in hashed_dropout.DTYPES

@@ -128,6 +128,27 @@ def test_model_without_logits_gives_the_same_loss_and_gradients(tie):
     assert none is None and abs(fused.item() - loss.item()) < 1e-5
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, want[n], rtol=1e-4, atol=1e-6, msg=n)
-    with torch.autocast("cpu", dtype=torch.bfloat16):     # autocast: the plain lm-head, in bfloat16
-        logits16, _ = model(x, y, return_logits=False)
-    assert logits16 is not None
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):     # --dtype bfloat16: the matmuls in bfloat16
+        none16, loss16 = model(x, y, return_logits=False)
+    loss16.backward()
+    assert none16 is None and abs(loss16.item() - loss.item()) < 0.02 * loss.item()
+    assert model.lm_head.weight.grad.dtype == torch.float32 and torch.isfinite(model.lm_head.weight.grad).all()
+
+
+def test_linear_cross_entropy_under_bfloat16_autocast_is_bfloat16_matmuls_exactly():
+    """Under autocast the logits are the bfloat16 product, the loss and the
+    gradient float32 math on them: the same as F.linear under autocast
+    followed by the C++ loss, up to float32 summation order."""
+    torch.manual_seed(8)
+    x, w, b = torch.randn(50, 32), torch.randn(300, 32) * 0.2, torch.randn(300)
+    t = torch.randint(0, 300, (50,))
+    got_in, ref_in = [[v.clone().requires_grad_() for v in (x, w, b)] for _ in range(2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cpu_cross_entropy.linear_cross_entropy(*got_in, t)
+        ref = cpu_cross_entropy.cross_entropy(F.linear(*ref_in), t)
+    got.backward()
+    ref.backward()
+    assert abs(got.item() - ref.item()) < 1e-5 * ref.item()
+    for g, r in zip(got_in, ref_in):   # ref's gradients go through bfloat16 matmuls too, summed differently
+        torch.testing.assert_close(g.grad, r.grad, rtol=0.02, atol=2e-3 * r.grad.abs().max().item())
