@@ -6,6 +6,8 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "rng.h"
 
@@ -55,17 +57,30 @@ void sort_by_probability(const std::vector<double>& p, int V, SamplerWorkspace& 
     keys.swap(keys_tmp);
     order.swap(order_tmp);
   }
-  for (int i = 1; i < V; ++i) {  // runs with equal high bits: by the whole key, then id (kept by stability)
-    if ((keys[i] >> 32) != (keys[i - 1] >> 32) || keys[i] >= keys[i - 1]) continue;
-    const uint64_t key = keys[i];
-    const int id = order[i];
-    int j = i;
-    for (; j > 0 && (keys[j - 1] >> 32) == (key >> 32) && keys[j - 1] > key; --j) {
-      keys[j] = keys[j - 1];
-      order[j] = order[j - 1];
+  // Runs of equal high bits, by the whole key, then id (the order stability
+  // kept): insertion sort for short runs; std::sort for long ones, which a
+  // near-uniform distribution (differences below 2^-20) would make O(V^2).
+  std::vector<std::pair<uint64_t, int>>& run = ws.run;
+  for (int begin = 0, end; begin < V; begin = end) {
+    for (end = begin + 1; end < V && (keys[end] >> 32) == (keys[begin] >> 32);) ++end;
+    if (end - begin > 16) {
+      run.clear();
+      for (int i = begin; i < end; ++i) run.emplace_back(keys[i], order[i]);
+      std::sort(run.begin(), run.end());
+      for (int i = begin; i < end; ++i) std::tie(keys[i], order[i]) = run[i - begin];
+      continue;
     }
-    keys[j] = key;
-    order[j] = id;
+    for (int i = begin + 1; i < end; ++i) {
+      const uint64_t key = keys[i];
+      const int id = order[i];
+      int j = i;
+      for (; j > begin && keys[j - 1] > key; --j) {
+        keys[j] = keys[j - 1];
+        order[j] = order[j - 1];
+      }
+      keys[j] = key;
+      order[j] = id;
+    }
   }
 }
 

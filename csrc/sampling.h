@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace gptfast {
@@ -42,6 +43,7 @@ struct SamplerWorkspace {
   std::vector<double> logits, probs;
   std::vector<int> order, order_tmp;
   std::vector<uint64_t> keys, keys_tmp;  // the radix sort's (see sampling.cpp)
+  std::vector<std::pair<uint64_t, int>> run;
 };
 
 // `seen` (vocab_size flags, or null) marks the ids already in the sequence,

@@ -118,6 +118,19 @@ def test_cpp_sampler_matches_python_on_a_large_vocabulary_with_near_ties(top_p):
 
 
 @needs_cpp
+def test_cpp_sampler_matches_python_on_a_near_uniform_distribution():
+    """Probabilities that differ below 2^-20 relative share the radix sort's
+    key bits: one long run, ordered by its std::sort fallback."""
+    logits = np.float32(1.0) + np.arange(5000, dtype=np.float32) * np.float32(1e-7)
+    rng = np.random.default_rng(6)
+    rng.shuffle(logits)
+    p = SamplingParams(temperature=1.0)
+    for step in range(40):
+        seed = int(rng.integers(0, 2**62))
+        assert cpp_sample(logits, p, seed, 0, step) == sample_from_logits(logits.tolist(), p, seed, 0, step), step
+
+
+@needs_cpp
 @settings(max_examples=150, deadline=None)
 @given(
     logits=st.lists(st.floats(-30, 30, width=32), min_size=1, max_size=40),
