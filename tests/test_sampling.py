@@ -122,7 +122,7 @@ def test_cpp_sampler_matches_python_on_a_near_uniform_distribution():
     """Probabilities that differ below 2^-20 relative share the radix sort's
     key bits: one long run, ordered by its std::sort fallback."""
     ulp = np.float32(2.0**-23)                              # float32's spacing at 1.0
-    logits = np.repeat(np.float32(1.0) + np.arange(1700, dtype=np.float32) * ulp, 3)   # ~24 ids per key run
+    logits = np.repeat(np.float32(1.0) + np.arange(900, dtype=np.float32) * ulp, 6)   # 24-36 ids per key run
     rng = np.random.default_rng(6)
     rng.shuffle(logits)
     p = SamplingParams(temperature=1.0)
