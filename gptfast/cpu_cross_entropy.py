@@ -73,6 +73,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_enabled: bool, matmul_dtype: torch.dtype):
         targets = targets.detach().to(torch.int64).contiguous()
         (N, C), V = x.shape, weight.shape[0]
+        bad = ((targets < 0) | (targets >= V)) & (targets != ignore_index)
+        if bad.any():   # here, so the message names the row of the batch rather than of a chunk
+            row = int(bad.nonzero()[0])
+            raise ValueError(f"target {int(targets[row])} of row {row} is outside [0, {V})")
         rows = max(1, min(N, CHUNK_LOGITS // V))
         # needs_input_grad says True under torch.no_grad too: evaluation would form gradients for nothing.
         need = [grad_enabled and n for n in ctx.needs_input_grad[:3]]

@@ -56,11 +56,15 @@ def test_bfloat16_logits_are_computed_in_float32():
     assert x.grad.dtype == torch.bfloat16
 
 
-def test_bad_targets_are_refused():
-    x = torch.randn(4, 10)
+def test_bad_targets_are_refused(monkeypatch):
+    monkeypatch.setattr(cpu_cross_entropy, "CHUNK_LOGITS", 20)     # chunks of 2 rows: row 2 starts the second
+    x, w = torch.randn(4, 10), torch.randn(10, 3)
     for bad in (10, -2):
+        targets = torch.tensor([0, 1, bad, 3])
         with pytest.raises(ValueError, match=f"target {bad} of row 2 is outside \\[0, 10\\)"):
-            cpu_cross_entropy.cross_entropy(x, torch.tensor([0, 1, bad, 3]), ignore_index=-1)
+            cpu_cross_entropy.cross_entropy(x, targets, ignore_index=-1)
+        with pytest.raises(ValueError, match=f"target {bad} of row 2 is outside \\[0, 10\\)"):
+            cpu_cross_entropy.linear_cross_entropy(x[:, :3], w, None, targets, ignore_index=-1)
 
 
 def test_model_uses_it_on_the_cpu(monkeypatch):
