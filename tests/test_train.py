@@ -99,6 +99,11 @@ def test_bfloat16_autocast_on_the_cpu(data_dir, tmp_path, monkeypatch):
     wide = train(tiny_config(data_dir, tmp_path / "wide", n_embd=256, max_iters=1, eval_interval=1),
                  progress="quiet", log=logs.append)
     assert wide.iter == 1 and any("--dtype bfloat16" in line for line in logs)
+    monkeypatch.setattr("gptfast.training.loop.cpu_has_native_bf16", lambda: False)
+    logs.clear()
+    train(tiny_config(data_dir, tmp_path / "emulated", dtype="bfloat16", max_iters=1, eval_interval=1),
+          progress="quiet", log=logs.append)
+    assert any("--dtype float32 is faster here" in line for line in logs)
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
     first, last = evals(bf16.run_dir)[0]["val_loss"], evals(bf16.run_dir)[-1]["val_loss"]
     assert last < first - 0.5

@@ -296,7 +296,10 @@ class Trainer:
                  f"{', compiled' if self.rt.compile else ''}{f', {self.dist.world_size} processes' if self.dist.enabled else ''})"
                  + (f"; resuming at iter {self.start_iter}" if self.start_iter else ""))
         # Measured fp32 / bf16 step times: tiny (128 wide) 0.88x, chat (256) 1.96x, quijote (384) 2.2x.
-        if self.rt.device_type == "cpu" and cfg.dtype == "auto" and self.mcfg.n_embd >= 256 and cpu_has_native_bf16():
+        if self.rt.device_type == "cpu" and self.rt.dtype == torch.bfloat16 and not cpu_has_native_bf16():
+            self.log("note: this CPU has no bfloat16 matmul in hardware (AMX or AVX512-BF16): "
+                     "--dtype float32 is faster here")
+        elif self.rt.device_type == "cpu" and cfg.dtype == "auto" and self.mcfg.n_embd >= 256 and cpu_has_native_bf16():
             self.log("this CPU multiplies bfloat16 in hardware: --dtype bfloat16 trains this model about 2x faster")
         tokens_per_step = cfg.batch_size * self.mcfg.block_size * self.grad_accum * self.dist.world_size
         fpt = flops_per_token(self.model.num_params(), self.mcfg.n_layer, self.mcfg.n_embd, self.mcfg.block_size)
