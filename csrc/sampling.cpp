@@ -38,7 +38,8 @@ void sort_by_probability(const std::vector<double>& p, int V, SamplerWorkspace& 
     keys[i] = ~bits;
     order[i] = i;
   }
-  std::vector<int> count(kBuckets);
+  std::vector<int>& count = ws.counts;
+  count.resize(kBuckets);
   for (int shift = 32; shift < 64; shift += kBits) {
     std::fill(count.begin(), count.end(), 0);
     for (int i = 0; i < V; ++i) ++count[(keys[i] >> shift) & (kBuckets - 1)];

@@ -43,6 +43,7 @@ struct SamplerWorkspace {
   std::vector<double> logits, probs;
   std::vector<int> order, order_tmp;
   std::vector<uint64_t> keys, keys_tmp;  // the radix sort's (see sampling.cpp)
+  std::vector<int> counts;
   std::vector<std::pair<uint64_t, int>> run;
 };
 
