@@ -86,28 +86,31 @@ def test_max_minutes_stops(data_dir, tmp_path):
     assert json.loads((res.run_dir / "last" / "checkpoint.json").read_text())["iter"] == res.iter
 
 
-def test_bfloat16_autocast_on_the_cpu(data_dir, tmp_path, monkeypatch):
+def test_bfloat16_autocast_on_the_cpu(data_dir, tmp_path):
     """--dtype bfloat16 on the CPU: autocast around the forward, float32 weights
-    and checkpoints, and it learns about as float32 does.  With --dtype auto
-    the run says when the CPU would make bfloat16 faster."""
+    and checkpoints, and it learns about as float32 does."""
     changes = dict(max_iters=30, eval_interval=30, dropout=0.1, lr_decay_iters=30)
-    logs = []
-    monkeypatch.setattr("gptfast.training.loop.cpu_has_native_bf16", lambda: True)
-    f32 = train(tiny_config(data_dir, tmp_path / "f32", **changes), progress="quiet", log=logs.append)
+    f32 = train(tiny_config(data_dir, tmp_path / "f32", **changes), **QUIET)
     bf16 = train(tiny_config(data_dir, tmp_path / "bf16", dtype="bfloat16", **changes), **QUIET)
-    assert not any("--dtype bfloat16" in line for line in logs)     # 32 wide: float32 is faster
-    wide = train(tiny_config(data_dir, tmp_path / "wide", n_embd=256, max_iters=1, eval_interval=1),
-                 progress="quiet", log=logs.append)
-    assert wide.iter == 1 and any("--dtype bfloat16" in line for line in logs)
-    monkeypatch.setattr("gptfast.training.loop.cpu_has_native_bf16", lambda: False)
-    logs.clear()
-    train(tiny_config(data_dir, tmp_path / "emulated", dtype="bfloat16", max_iters=1, eval_interval=1),
-          progress="quiet", log=logs.append)
-    assert any("--dtype float32 is faster here" in line for line in logs)
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
     first, last = evals(bf16.run_dir)[0]["val_loss"], evals(bf16.run_dir)[-1]["val_loss"]
     assert last < first - 0.5
     assert last == pytest.approx(evals(f32.run_dir)[-1]["val_loss"], abs=0.1)
+
+
+@pytest.mark.parametrize("native, n_embd, dtype, says", [
+    (True, 256, "auto", "--dtype bfloat16 trains this model about 2x faster"),
+    (True, 32, "auto", None),                                    # narrow models run faster in float32
+    (False, 256, "auto", None),
+    (False, 32, "bfloat16", "--dtype float32 is faster here"),   # bfloat16 emulated
+])
+def test_the_run_says_when_bfloat16_pays(data_dir, tmp_path, monkeypatch, native, n_embd, dtype, says):
+    monkeypatch.setattr("gptfast.training.loop.cpu_has_native_bf16", lambda: native)
+    logs = []
+    train(tiny_config(data_dir, tmp_path / "r", n_embd=n_embd, dtype=dtype, max_iters=1, eval_interval=1),
+          progress="quiet", log=logs.append)
+    hints = [line for line in logs if "bfloat16" in line and "parameters on" not in line]
+    assert hints == ([] if says is None else [next(line for line in logs if says in line)])
 
 
 def test_lr_schedule():
