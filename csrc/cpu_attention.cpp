@@ -71,43 +71,40 @@ void pad_transpose(const Heads& x, int64_t b, int64_t h, int T, int D, int ld, f
   }
 }
 
-// dots (kR, kJ) = sum_{d < D} a[r * lda + d] * bt[d * ldb + j0 + j]: kR rows
-// of a against kJ columns of bt (a block of q k^T, or of dout v^T).
-inline void block_dots(const float* a, int lda, const float* bt, int ldb, int j0, int D, float* dots) {
+// C (kR, kJ) = [C +] A (kR, K) B (K, kJ): rows of A, B and C at strides lda,
+// ldb and ldc.  kR * kVecs accumulators stay in registers across K; each
+// output is one fma chain over k = 0..K-1 in order.
+template <bool Accumulate>
+inline void block_gemm(const float* A, int lda, const float* B, int ldb, int K, float* C, int ldc) {
   V16 acc[kR][kVecs];
   for (int r = 0; r < kR; ++r)
-    for (int c = 0; c < kVecs; ++c) acc[r][c] = zero16();
-  for (int d = 0; d < D; ++d) {
-    const float* b = bt + static_cast<size_t>(d) * ldb + j0;
+    for (int c = 0; c < kVecs; ++c)
+      acc[r][c] = Accumulate ? load16(C + static_cast<size_t>(r) * ldc + 16 * c) : zero16();
+  for (int k = 0; k < K; ++k) {
+    const float* bk = B + static_cast<size_t>(k) * ldb;
     V16 bv[kVecs];
-    for (int c = 0; c < kVecs; ++c) bv[c] = load16(b + 16 * c);
+    for (int c = 0; c < kVecs; ++c) bv[c] = load16(bk + 16 * c);
     for (int r = 0; r < kR; ++r) {
-      const float x = a[static_cast<size_t>(r) * lda + d];
+      const float x = A[static_cast<size_t>(r) * lda + k];
       for (int c = 0; c < kVecs; ++c) acc[r][c] = fma16(x, bv[c], acc[r][c]);
     }
   }
   for (int r = 0; r < kR; ++r)
-    for (int c = 0; c < kVecs; ++c) store16(dots + r * kJ + 16 * c, acc[r][c]);
+    for (int c = 0; c < kVecs; ++c) store16(C + static_cast<size_t>(r) * ldc + 16 * c, acc[r][c]);
+}
+
+// dots (kR, kJ) = sum_{d < D} a[r * lda + d] * bt[d * ldb + j0 + j]: kR rows
+// of a against kJ columns of bt (a block of q k^T, or of dout v^T).
+inline void block_dots(const float* a, int lda, const float* bt, int ldb, int j0, int D, float* dots) {
+  block_gemm<false>(a, lda, bt + j0, ldb, D, dots, kJ);
 }
 
 // y[r * ldy + d0 ..+kV] += sum_{j < n} w[r * ldw + j] * b[j * ldb + d0 ..+kV]
 // for r < kR: weights times rows of b (probabilities times values, score
 // gradients times keys or queries).
 inline void block_axpy(const float* w, int ldw, const float* b, int ldb, int n, int d0, float* y, int ldy) {
-  V16 acc[kR][kVecs];
-  for (int r = 0; r < kR; ++r)
-    for (int c = 0; c < kVecs; ++c) acc[r][c] = load16(y + static_cast<size_t>(r) * ldy + d0 + 16 * c);
-  for (int j = 0; j < n; ++j) {
-    const float* bj = b + static_cast<size_t>(j) * ldb + d0;
-    V16 bv[kVecs];
-    for (int c = 0; c < kVecs; ++c) bv[c] = load16(bj + 16 * c);
-    for (int r = 0; r < kR; ++r) {
-      const float x = w[static_cast<size_t>(r) * ldw + j];
-      for (int c = 0; c < kVecs; ++c) acc[r][c] = fma16(x, bv[c], acc[r][c]);
-    }
-  }
-  for (int r = 0; r < kR; ++r)
-    for (int c = 0; c < kVecs; ++c) store16(y + static_cast<size_t>(r) * ldy + d0 + 16 * c, acc[r][c]);
+  static_assert(kV == kJ, "one register block serves both");
+  block_gemm<true>(w, ldw, b + d0, ldb, n, y + d0, ldy);
 }
 
 // 0 (dropped) or 1/(1-p) for key j of query i of (batch, head) bh.
