@@ -38,6 +38,11 @@ _REPORT = pytest.StashKey[List[tuple]]()
 _LOAD = pytest.StashKey[float]()
 
 
+def timings_missing(benchmark) -> bool:
+    """--benchmark-disable: each benchmark ran once as a smoke test, with no timings."""
+    return getattr(benchmark, "disabled", False) or getattr(benchmark, "stats", None) is None
+
+
 class Perf:
     """Collects named figures for the end-of-session summary."""
 
@@ -50,10 +55,9 @@ class Perf:
     def rate(self, name: str, amount: float, benchmark, unit: str = "MB/s") -> Optional[float]:
         """`amount` per second of the benchmark's median round (e.g. MB/s); also
         stored in benchmark.extra_info[unit].  None when benchmarks are disabled."""
-        stats = getattr(benchmark, "stats", None)
-        if getattr(benchmark, "disabled", False) or stats is None:
+        if timings_missing(benchmark):
             return None
-        value = amount / stats.stats.median
+        value = amount / benchmark.stats.stats.median
         benchmark.extra_info[unit] = round(value, 3)
         self.record(name, value, unit)
         return value

@@ -31,6 +31,8 @@ from gptfast.training.optim import make_optimizer
 from gptfast.training.runtime import cpu_has_native_bf16
 from gptfast.weights_mapping import reference_to_fast
 
+from .conftest import timings_missing
+
 SMALL = os.environ.get("GPTFAST_BENCH_SMALL", "") not in ("", "0")
 BATCH, SEQ = (4, 64) if SMALL else (16, 256)
 MATMUL_N = 1024 if SMALL else 2048
@@ -106,11 +108,6 @@ def quijote():
     return config, ref, fast, x, y
 
 
-def _disabled(benchmark) -> bool:
-    """--benchmark-disable: each benchmark ran once as a smoke test, with no timings."""
-    return getattr(benchmark, "disabled", False) or getattr(benchmark, "stats", None) is None
-
-
 def _bench_train_step(benchmark, results, key, config, model, x, y, opt, autocast=None):
     model.train()
 
@@ -123,7 +120,7 @@ def _bench_train_step(benchmark, results, key, config, model, x, y, opt, autocas
 
     benchmark.group = "train-step"
     benchmark.pedantic(step, rounds=7, iterations=1, warmup_rounds=2)
-    if _disabled(benchmark):
+    if timings_missing(benchmark):
         return
     median = benchmark.stats.stats.median
     tokens = x.numel()
@@ -161,7 +158,7 @@ def test_matmul_peak(benchmark, results):
     b = torch.randn(MATMUL_N, MATMUL_N)
     benchmark.group = "matmul"
     benchmark.pedantic(torch.mm, args=(a, b), rounds=5, iterations=1, warmup_rounds=1)
-    if _disabled(benchmark):
+    if timings_missing(benchmark):
         return
     gflops = 2 * MATMUL_N ** 3 / benchmark.stats.stats.median / 1e9
     benchmark.extra_info["gflops"] = gflops
@@ -194,7 +191,7 @@ def test_attention_fwd_bwd_cuda(benchmark, results, T, backend):
 
     benchmark.group = f"attention-T{T}"
     benchmark.pedantic(fwd_bwd, rounds=10, iterations=1, warmup_rounds=3)
-    if _disabled(benchmark):
+    if timings_missing(benchmark):
         return
     # Causal: half of the 4*B*H*T*T*D forward matmul FLOPs; backward = 2.5x forward.
     flops = 3.5 * 2 * B * H * T * T * D
