@@ -8,8 +8,10 @@ vocab 92, 10.8M parameters) with random weights.  Every run decodes 256 new
 tokens after a 1-token prompt (so the window never slides) with temperature
 1.0 sampling; tokens/s are per second of the median round.
 
-  C++ engine     2 threads: float32, float16, bfloat16; batch 1 and batch 8
-                 (aggregate tokens/s); float32 on 1 thread for the scaling.
+  C++ engine     2 threads: float32, float16, bfloat16 (the KV cache in the
+                 same type); batch 1 and batch 8 (aggregate tokens/s); float32
+                 weights with a float16 cache at batch 8; float32 on 1 thread
+                 for the scaling.
   torch KV loop  gptfast.reference.generate.kv_generate (the fast model's KV
                  cache, one forward per token, Python sampler), 2 threads, and
                  1 thread (often faster on a shared machine).
@@ -57,6 +59,7 @@ PERF_REPORT = [
     ("C++ bf16 / C++ fp32", "C++ bf16", "C++ fp32", 1.6),
     ("C++ fp32 batch 8 / batch 1 (aggregate)", "C++ fp32 batch 8", "C++ fp32", 4.0),
     ("C++ fp16 batch 8 / batch 1 (aggregate)", "C++ fp16 batch 8", "C++ fp16", 4.0),
+    ("C++ fp32 batch 8: fp16 cache / fp32 cache", "C++ fp32 batch 8, fp16 cache", "C++ fp32 batch 8", None),
     ("C++ fp32 2 threads / 1 thread", "C++ fp32", "C++ fp32 1 thread", None),
     ("C++ fp32 weight GB/s / numpy copy GB/s", "C++ fp32 weights", "numpy copy 256 MB", None),
     ("C++ fp16 weight GB/s / numpy copy GB/s", "C++ fp16 weights", "numpy copy 256 MB", None),
@@ -118,6 +121,16 @@ def test_cpp_batch8(benchmark, perf, engines, dtype, label):
     assert n == 8 * NEW_TOKENS
     step_breakdown(engines[dtype], benchmark)
     perf.rate(label, 8 * NEW_TOKENS, benchmark, unit="tokens/s")
+
+
+def test_cpp_batch8_16bit_cache(benchmark, perf, model):
+    """float32 weights with keys and values cached in float16: at batch 8
+    attention reads 8 caches per step, as many bytes as the weights by the
+    end of the block."""
+    engine = CppEngine.from_model(model, threads=THREADS, kv_dtype="float16")
+    assert benchmark.pedantic(run_cpp, args=(engine, 8), **SLOW) == 8 * NEW_TOKENS
+    step_breakdown(engine, benchmark)
+    perf.rate("C++ fp32 batch 8, fp16 cache", 8 * NEW_TOKENS, benchmark, unit="tokens/s")
 
 
 @pytest.mark.parametrize("label,params", [("greedy", SamplingParams(temperature=0.0)), ("temperature 1.0", PARAMS)])

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstddef>
 
-#include "simd.h"
+#include "storage.h"
 
 namespace gptfast {
 
@@ -47,15 +47,17 @@ inline __m256 exp_nonpositive(__m256 x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-inline void prefetch_row(const float* row, int hs) {
-  for (int b = 0; b < hs * 4; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row) + b, _MM_HINT_T0);
+template <class E>
+inline void prefetch_row(const E* row, int hs) {
+  for (size_t b = 0; b < hs * sizeof(E); b += 64) _mm_prefetch(reinterpret_cast<const char*>(row) + b, _MM_HINT_T0);
 }
 
 // s[i] = scale * q . K[i] for i < T.  A head's keys are a short stream (32 KB
 // at T = 128) that the hardware prefetcher barely ramps up on, so keys are
 // prefetched 16 rows ahead, and V's rows alongside, so they arrive while the
 // scores are computed instead of after (~1.4x at batch 8 from DRAM).
-void scores(const float* q, const float* K, const float* V, int T, int hs, float scale, float* s) {
+template <WeightType KV>
+void scores(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int hs, float scale, float* s) {
   const int hs8 = hs & ~7;
   int i = 0;
   for (; i + 8 <= T; i += 8) {  // 8 keys at a time: 8 independent FMA chains
@@ -66,23 +68,23 @@ void scores(const float* q, const float* K, const float* V, int T, int hs, float
     for (int d = 0; d < hs8; d += 8) {
       const __m256 qv = _mm256_loadu_ps(q + d);
       for (int c = 0; c < 8; ++c)
-        acc[c] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + static_cast<size_t>(i + c) * hs + d), acc[c]);
+        acc[c] = _mm256_fmadd_ps(qv, load8<KV>(K + static_cast<size_t>(i + c) * hs + d), acc[c]);
     }
     alignas(32) float sums[8];
     _mm256_store_ps(sums, hsum8(acc));
     for (int c = 0; c < 8; ++c) {
-      const float* k = K + static_cast<size_t>(i + c) * hs;
-      for (int d = hs8; d < hs; ++d) sums[c] = std::fma(q[d], k[d], sums[c]);
+      const Elem<KV>* k = K + static_cast<size_t>(i + c) * hs;
+      for (int d = hs8; d < hs; ++d) sums[c] = std::fma(q[d], to_float<KV>(k[d]), sums[c]);
       s[i + c] = sums[c] * scale;
     }
   }
   for (; i < T; ++i) {
     prefetch_row(V + static_cast<size_t>(i) * hs, hs);
-    const float* k = K + static_cast<size_t>(i) * hs;
+    const Elem<KV>* k = K + static_cast<size_t>(i) * hs;
     __m256 acc = _mm256_setzero_ps();
-    for (int d = 0; d < hs8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), acc);
+    for (int d = 0; d < hs8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8<KV>(k + d), acc);
     float sum = hsum1(acc);
-    for (int d = hs8; d < hs; ++d) sum = std::fma(q[d], k[d], sum);
+    for (int d = hs8; d < hs; ++d) sum = std::fma(q[d], to_float<KV>(k[d]), sum);
     s[i] = sum * scale;
   }
 }
@@ -117,47 +119,52 @@ float softmax_numerators(float* s, int T) {
 }
 
 // out[d] = sum_i p[i] * V[i, d], over i in order.
-void values(const float* p, const float* V, int T, int hs, float* out) {
+template <WeightType KV>
+void values(const float* p, const Elem<KV>* V, int T, int hs, float* out) {
   int d = 0;
   for (; d + 32 <= hs; d += 32) {  // 32 output dims held in 4 registers across all positions
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int i = 0; i < T; ++i) {
       const __m256 pi = _mm256_set1_ps(p[i]);
-      const float* v = V + static_cast<size_t>(i) * hs + d;
-      for (int c = 0; c < 4; ++c) acc[c] = _mm256_fmadd_ps(pi, _mm256_loadu_ps(v + 8 * c), acc[c]);
+      const Elem<KV>* v = V + static_cast<size_t>(i) * hs + d;
+      for (int c = 0; c < 4; ++c) acc[c] = _mm256_fmadd_ps(pi, load8<KV>(v + 8 * c), acc[c]);
     }
     for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + d + 8 * c, acc[c]);
   }
   for (; d + 8 <= hs; d += 8) {
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < T; ++i)
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), _mm256_loadu_ps(V + static_cast<size_t>(i) * hs + d), acc);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), load8<KV>(V + static_cast<size_t>(i) * hs + d), acc);
     _mm256_storeu_ps(out + d, acc);
   }
   for (; d < hs; ++d) {
     float acc = 0.0f;
-    for (int i = 0; i < T; ++i) acc = std::fma(p[i], V[static_cast<size_t>(i) * hs + d], acc);
+    for (int i = 0; i < T; ++i) acc = std::fma(p[i], to_float<KV>(V[static_cast<size_t>(i) * hs + d]), acc);
     out[d] = acc;
   }
 }
 
-}  // namespace
-
-void attend(const float* q, const float* K, const float* V, int T, int hs, float scale, float* s, float* out) {
-  scores(q, K, V, T, hs, scale, s);
+template <WeightType KV>
+void attend_t(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int hs, float scale, float* s, float* out) {
+  scores<KV>(q, K, V, T, hs, scale, s);
   const float inv = 1.0f / softmax_numerators(s, T);
-  values(s, V, T, hs, out);
+  values<KV>(s, V, T, hs, out);
   for (int d = 0; d < hs; ++d) out[d] *= inv;
 }
 
+}  // namespace
+
 #else  // portable fallback
 
-void attend(const float* q, const float* K, const float* V, int T, int hs, float scale, float* s, float* out) {
+namespace {
+
+template <WeightType KV>
+void attend_t(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int hs, float scale, float* s, float* out) {
   float m = -INFINITY;
   for (int i = 0; i < T; ++i) {
-    const float* k = K + static_cast<size_t>(i) * hs;
+    const Elem<KV>* k = K + static_cast<size_t>(i) * hs;
     float dot = 0.0f;
-    for (int d = 0; d < hs; ++d) dot += q[d] * k[d];
+    for (int d = 0; d < hs; ++d) dot += q[d] * to_float<KV>(k[d]);
     s[i] = dot * scale;
     m = std::max(m, s[i]);
   }
@@ -168,11 +175,28 @@ void attend(const float* q, const float* K, const float* V, int T, int hs, float
   }
   std::fill(out, out + hs, 0.0f);
   for (int i = 0; i < T; ++i)
-    for (int d = 0; d < hs; ++d) out[d] += s[i] * V[static_cast<size_t>(i) * hs + d];
+    for (int d = 0; d < hs; ++d) out[d] += s[i] * to_float<KV>(V[static_cast<size_t>(i) * hs + d]);
   const float inv = 1.0f / sum;
   for (int d = 0; d < hs; ++d) out[d] *= inv;
 }
 
+}  // namespace
+
 #endif
+
+void attend(WeightType kv, const float* q, const void* K, const void* V, int T, int hs, float scale, float* scratch,
+            float* out) {
+  switch (kv) {
+    case WeightType::F32:
+      return attend_t<WeightType::F32>(q, static_cast<const float*>(K), static_cast<const float*>(V), T, hs, scale,
+                                       scratch, out);
+    case WeightType::F16:
+      return attend_t<WeightType::F16>(q, static_cast<const uint16_t*>(K), static_cast<const uint16_t*>(V), T, hs,
+                                       scale, scratch, out);
+    case WeightType::BF16:
+      return attend_t<WeightType::BF16>(q, static_cast<const uint16_t*>(K), static_cast<const uint16_t*>(V), T, hs,
+                                        scale, scratch, out);
+  }
+}
 
 }  // namespace gptfast

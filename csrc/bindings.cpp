@@ -241,7 +241,7 @@ gptfast::WeightType weight_type_from(const std::string& name) {
   if (name == "float32") return gptfast::WeightType::F32;
   if (name == "float16") return gptfast::WeightType::F16;
   if (name == "bfloat16") return gptfast::WeightType::BF16;
-  throw py::value_error("weight dtype must be float32, float16 or bfloat16, got " + name);
+  throw py::value_error("dtype must be float32, float16 or bfloat16, got " + name);
 }
 
 }  // namespace
@@ -368,10 +368,21 @@ void bind_sampler(py::module_& m) {
       py::arg("grad"), "grad = scale * (softmax(logits) - one_hot(targets)), ignored rows zero.");
   m.def("simd_enabled", &gptfast::simd_enabled, "Whether the AVX2/FMA/F16C kernels were compiled in.");
   m.def("simd_kernels", &gptfast::simd_kernels, "Which decoding kernels were compiled in: avx512, avx2 or portable.");
+  m.def(
+      "round_floats",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& dtype) {
+        const gptfast::WeightType type = weight_type_from(dtype);
+        if (type == gptfast::WeightType::F32) throw py::value_error("round_floats rounds to float16 or bfloat16");
+        py::array_t<uint16_t> out(x.size());
+        gptfast::store_floats(type, x.data(), out.mutable_data(), static_cast<int>(x.size()));
+        return out;
+      },
+      py::arg("x"), py::arg("dtype"),
+      "The 16-bit words the engine caches for float32 values x (flattened): how it rounds keys and values.");
 
   py::class_<Engine>(m, "Engine")
       .def(py::init([](int vocab_size, int block_size, int n_layer, int n_head, int n_embd, double ln_eps,
-                       const py::dict& tensors, const std::string& dtype, int threads) {
+                       const py::dict& tensors, const std::string& dtype, int threads, const std::string& kv_dtype) {
              gptfast::ModelShape s;
              s.vocab_size = vocab_size;
              s.block_size = block_size;
@@ -381,14 +392,16 @@ void bind_sampler(py::module_& m) {
              s.ln_eps = static_cast<float>(ln_eps);
              std::vector<py::array> keep_alive;
              const gptfast::TensorMap map = tensor_map(tensors, keep_alive);
-             const gptfast::WeightType type = weight_type_from(dtype);
+             const gptfast::WeightType type = weight_type_from(dtype), kv_type = weight_type_from(kv_dtype);
              py::gil_scoped_release release;
-             return new Engine(s, map, type, threads);
+             return new Engine(s, map, type, threads, kv_type);
            }),
            py::arg("vocab_size"), py::arg("block_size"), py::arg("n_layer"), py::arg("n_head"), py::arg("n_embd"),
-           py::arg("ln_eps"), py::arg("tensors"), py::arg("dtype") = "float32", py::arg("threads") = 1)
+           py::arg("ln_eps"), py::arg("tensors"), py::arg("dtype") = "float32", py::arg("threads") = 1,
+           py::arg("kv_dtype") = "float32")
       .def_property_readonly("threads", &Engine::threads)
       .def_property_readonly("dtype", [](const Engine& e) { return gptfast::weight_type_name(e.weight_type()); })
+      .def_property_readonly("kv_dtype", [](const Engine& e) { return gptfast::weight_type_name(e.kv_type()); })
       .def_property_readonly("weight_bytes_per_step", &Engine::weight_bytes_per_step)
       .def(
           "forward_logits",

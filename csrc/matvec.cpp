@@ -9,50 +9,15 @@
 
 namespace gptfast {
 
-const char* weight_type_name(WeightType t) {
-  switch (t) {
-    case WeightType::F32: return "float32";
-    case WeightType::F16: return "float16";
-    case WeightType::BF16: return "bfloat16";
-  }
-  return "?";
-}
-
-size_t weight_type_bytes(WeightType t) { return t == WeightType::F32 ? 4 : 2; }
-
 bool simd_enabled() { return GPTFAST_SIMD; }
 
 const char* simd_kernels() { return GPTFAST_AVX512 ? "avx512" : GPTFAST_SIMD ? "avx2" : "portable"; }
 
-float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
-    const float f = std::ldexp(static_cast<float>(mantissa), -24);
-    return sign ? -f : f;
-  }
-  uint32_t bits = exponent == 31 ? (sign | 0x7f800000u | (mantissa << 13))               // inf / nan
-                                 : (sign | ((exponent + 112) << 23) | (mantissa << 13));  // rebias 15 -> 127
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 namespace {
-
-template <WeightType T>
-using Elem = std::conditional_t<T == WeightType::F32, float, uint16_t>;
 
 // Element index of (panel p, column c, lane 0).
 inline size_t panel_index(int p, int cols, int c) {
   return (static_cast<size_t>(p) * cols + c) * kPanelRows;
-}
-
-template <WeightType T>
-inline float to_float(Elem<T> v) {
-  if constexpr (T == WeightType::F32) return v;
-  if constexpr (T == WeightType::F16) return half_to_float(v);
-  return bf16_to_float(v);
 }
 
 template <class E>
@@ -122,19 +87,6 @@ constexpr int kWidePanels = 4, kRowsPerTile = 4, kRowsPerLongTile = 6, kRowTileP
 constexpr int kRowChunk = 64;
 
 #if GPTFAST_SIMD
-
-// 8 consecutive weights as float32 lanes.
-template <WeightType T>
-inline __m256 load8(const Elem<T>* p) {
-  if constexpr (T == WeightType::F32) {
-    return _mm256_loadu_ps(p);
-  } else if constexpr (T == WeightType::F16) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  } else {  // bfloat16 is the top half of a float32: widen and shift
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-}
 
 // How far ahead of the kernel each panel stream is prefetched: ~100 ns of
 // DRAM latency at the kernel's pace, more misses in flight than the hardware

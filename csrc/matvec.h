@@ -28,22 +28,12 @@
 #include <cstdlib>
 #include <memory>
 
+#include "storage.h"
+
 namespace gptfast {
 
-enum class WeightType { F32, F16, BF16 };
-
-const char* weight_type_name(WeightType t);
-size_t weight_type_bytes(WeightType t);
 bool simd_enabled();         // compiled with the AVX2/FMA/F16C kernels
 const char* simd_kernels();  // "avx512", "avx2" or "portable"
-
-float half_to_float(uint16_t h);
-inline float bf16_to_float(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  __builtin_memcpy(&f, &bits, 4);
-  return f;
-}
 
 constexpr int kPanelRows = 16;
 

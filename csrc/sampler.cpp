@@ -76,8 +76,9 @@ class WeightReader {
 
 }  // namespace
 
-Engine::Engine(const ModelShape& shape, const TensorMap& tensors, WeightType weight_type, int threads)
-    : shape_(shape), weight_type_(weight_type), pool_(threads) {
+Engine::Engine(const ModelShape& shape, const TensorMap& tensors, WeightType weight_type, int threads,
+               WeightType kv_type)
+    : shape_(shape), weight_type_(weight_type), kv_type_(kv_type), pool_(threads) {
   const ModelShape& s = shape_;
   if (s.vocab_size <= 0 || s.block_size <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_embd < s.n_head)
     throw std::invalid_argument("invalid model shape");
@@ -135,15 +136,15 @@ Engine::BusyGuard::~BusyGuard() {
 void Engine::ensure_cache(int sequences) {
   if (sequences <= cache_sequences_) return;
   const size_t n = static_cast<size_t>(shape_.n_layer) * sequences * shape_.n_head * shape_.block_size *
-                   shape_.head_size();
-  kcache_.assign(n, 0.0f);
-  vcache_.assign(n, 0.0f);
+                   shape_.head_size() * weight_type_bytes(kv_type_);
+  kcache_.assign(n, 0);
+  vcache_.assign(n, 0);
   cache_sequences_ = sequences;
 }
 
-float* Engine::cache_at(std::vector<float>& c, int layer, int seq, int head) {
+uint8_t* Engine::cache_at(std::vector<uint8_t>& c, int layer, int seq, int head) {
   const size_t slot = (static_cast<size_t>(layer) * cache_sequences_ + seq) * shape_.n_head + head;
-  return c.data() + slot * shape_.block_size * shape_.head_size();
+  return c.data() + slot * shape_.block_size * shape_.head_size() * weight_type_bytes(kv_type_);
 }
 
 // sum_c x[c] (Squares = false) or sum_c (x[c] - mean)^2 (true) in double, as
@@ -203,9 +204,9 @@ void Engine::attention(const std::vector<Row>& rows, int layer, const float* qkv
       const Row& row = rows[t / H];
       const int h = t % H, T = row.pos + 1;
       const float* q = qkv + static_cast<size_t>(t / H) * 3 * I + h * hs;   // (hs)
-      const float* K = k_cache(layer, row.seq, h);                          // (T, hs)
-      const float* Vc = v_cache(layer, row.seq, h);                         // (T, hs)
-      attend(q, K, Vc, T, hs, scale, s, out + static_cast<size_t>(t / H) * I + h * hs);
+      const uint8_t* K = k_cache(layer, row.seq, h);                        // (T, hs) of kv_type_
+      const uint8_t* Vc = v_cache(layer, row.seq, h);                       // (T, hs) of kv_type_
+      attend(kv_type_, q, K, Vc, T, hs, scale, s, out + static_cast<size_t>(t / H) * I + h * hs);
     }
   });
   times_.attention += seconds_since(t0);
@@ -233,11 +234,13 @@ void Engine::forward(const std::vector<Row>& rows, const std::vector<int>& logit
     const Layer& L = layers_[l];
     layer_norm(x_.data(), L.ln1_w, L.ln1_b, h_.data(), N);
     linear(L.qkv, L.qkv_b, h_.data(), qkv_.data(), N, Epilogue::Store);  // (N, 3I): q | k | v
-    for (int n = 0; n < N; ++n) {
+    const size_t row_bytes = static_cast<size_t>(hs) * weight_type_bytes(kv_type_);
+    for (int n = 0; n < N; ++n) {  // append k and v to the cache
       const float* r = qkv_.data() + static_cast<size_t>(n) * 3 * I;
+      const size_t at = rows[n].pos * row_bytes;
       for (int h = 0; h < shape_.n_head; ++h) {
-        std::memcpy(k_cache(l, rows[n].seq, h) + static_cast<size_t>(rows[n].pos) * hs, r + I + h * hs, hs * 4);
-        std::memcpy(v_cache(l, rows[n].seq, h) + static_cast<size_t>(rows[n].pos) * hs, r + 2 * I + h * hs, hs * 4);
+        store_floats(kv_type_, r + I + h * hs, k_cache(l, rows[n].seq, h) + at, hs);
+        store_floats(kv_type_, r + 2 * I + h * hs, v_cache(l, rows[n].seq, h) + at, hs);
       }
     }
     attention(rows, l, qkv_.data(), att_.data());                            // (N, I)

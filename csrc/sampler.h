@@ -87,10 +87,14 @@ class Engine {
   // Copies the weights.  Matrices come as float32, or as 16-bit words of
   // `weight_type`; vectors (LayerNorm, biases) always as float32.  Sinusoidal
   // models pass their table as "pos_table" (block_size, n_embd) float32.
-  Engine(const ModelShape& shape, const TensorMap& tensors, WeightType weight_type, int threads);
+  // Keys and values are cached as `kv_type`: 16 bits halve the bytes that
+  // attention reads, which dominate a step at large batches or long contexts.
+  Engine(const ModelShape& shape, const TensorMap& tensors, WeightType weight_type, int threads,
+         WeightType kv_type = WeightType::F32);
 
   const ModelShape& shape() const { return shape_; }
   WeightType weight_type() const { return weight_type_; }
+  WeightType kv_type() const { return kv_type_; }
   int threads() const { return pool_.size(); }
   // Weight bytes one decoding step reads (every matrix once, embeddings aside).
   size_t weight_bytes_per_step() const;
@@ -120,12 +124,13 @@ class Engine {
   void layer_norm(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* y, int N) const;
   void linear(const Matrix& W, const std::vector<float>& bias, const float* X, float* Y, int N, Epilogue e);
   void attention(const std::vector<Row>& rows, int layer, const float* qkv, float* out);
-  float* k_cache(int layer, int seq, int head) { return cache_at(kcache_, layer, seq, head); }
-  float* v_cache(int layer, int seq, int head) { return cache_at(vcache_, layer, seq, head); }
-  float* cache_at(std::vector<float>& c, int layer, int seq, int head);
+  // The (block_size, hs) keys or values of one head, elements of kv_type_.
+  uint8_t* k_cache(int layer, int seq, int head) { return cache_at(kcache_, layer, seq, head); }
+  uint8_t* v_cache(int layer, int seq, int head) { return cache_at(vcache_, layer, seq, head); }
+  uint8_t* cache_at(std::vector<uint8_t>& c, int layer, int seq, int head);
 
   ModelShape shape_;
-  WeightType weight_type_;
+  WeightType weight_type_, kv_type_;
   Matrix tok_emb_, pos_emb_;  // pos_emb_: learned weights, or the sinusoidal table (float32)
   std::vector<Layer> layers_;
   std::vector<float> lnf_w_, lnf_b_, lm_head_b_;
@@ -147,9 +152,9 @@ class Engine {
   std::mutex busy_;
   std::atomic<std::thread::id> busy_owner_{};
 
-  // KV cache: (n_layer, sequences, H, block_size, hs) each, float32.
+  // KV cache: (n_layer, sequences, H, block_size, hs) each, as kv_type_.
   int cache_sequences_ = 0;
-  std::vector<float> kcache_, vcache_;
+  std::vector<uint8_t> kcache_, vcache_;
   // Activations of the current forward, (N, width) row-major.
   std::vector<float> x_, h_, qkv_, att_, ff_, head_in_;
   std::vector<std::vector<float>> scores_;  // per worker, block_size

@@ -15,7 +15,11 @@ documented in `gptfast.reference.generate` (window_keep).
 This module owns the policy around it:
   * weights: float32, or float16 / bfloat16 rounded here with PyTorch (so the
     engine holds exactly the weights of `rounded_copy(model, dtype)`), with
-    float32 activations, KV cache and accumulation;
+    float32 activations and accumulation;
+  * the KV cache: kv_dtype, by default the weights' dtype (16 bits halve
+    what attention reads, the larger part of a step at batch 8 or long
+    contexts); keys and values are rounded as they are cached, as
+    `model.setup_caches(dtype=...)` rounds them in PyTorch;
   * stop strings: matched in Python on the decoded text (`decode`), checked
     after every token; the text is cut before the stop string and the tokens
     end with the token that completed it;
@@ -175,17 +179,27 @@ class CppEngine:
         self.last_stats: Dict[str, float] = {}
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, dtype: str = "float32", threads: Optional[int] = None) -> "CppEngine":
-        """`model`: a `gptfast.model.GPT` (its state-dict layout is the contract)."""
+    def from_model(cls, model: torch.nn.Module, dtype: str = "float32", threads: Optional[int] = None,
+                   kv_dtype: Optional[str] = None) -> "CppEngine":
+        """`model`: a `gptfast.model.GPT` (its state-dict layout is the contract).
+        dtype: how the weight matrices are stored; kv_dtype: how the keys and
+        values are cached (default: as the weights, so 16-bit weights also
+        halve the cache that attention reads; "float32" keeps the cache exact)."""
         C = _backend.extension()
         if C is None:
             raise RuntimeError("the C++ extension gptfast._C is not available; use load_engine() for the fallback")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        kv_dtype = dtype if kv_dtype is None else kv_dtype
+        for what, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
+            if value not in DTYPES:
+                raise ValueError(f"{what} must be one of {', '.join(DTYPES)}, got {value!r}")
         cfg = model.config
         core = C.Engine(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd, _layer_norm_eps(model),
-                        _engine_tensors(model, dtype), dtype, threads or default_threads())
+                        _engine_tensors(model, dtype), dtype, threads or default_threads(), kv_dtype)
         return cls(core, cfg, dtype)
+
+    @property
+    def kv_dtype(self) -> str:
+        return self._core.kv_dtype
 
     @property
     def threads(self) -> int:
@@ -317,7 +331,7 @@ def _seed_loop(model, prompt, max_new_tokens, params, seed, seq, stop_ids, windo
 
 
 def make_engine(kind: str, model: torch.nn.Module, dtype: str = "float32", threads: Optional[int] = None,
-                compile: bool = False):
+                compile: bool = False, kv_dtype: Optional[str] = None):
     """The engine `python -m gptfast.generate --engine KIND` runs.
 
     auto: cpp on the CPU (torch when the extension is missing), torch on CUDA.
@@ -326,7 +340,8 @@ def make_engine(kind: str, model: torch.nn.Module, dtype: str = "float32", threa
         batched `DeviceEngine` (sampling on the GPU; `compile` captures the
         decode step with torch.compile), on the CPU the Python loop that is
         the C++ engine's exact twin.
-    reference: the seeds' loop, a full forward over the context per token."""
+    reference: the seeds' loop, a full forward over the context per token.
+    kv_dtype (cpp only): how keys and values are cached, default as `dtype`."""
     from gptfast.errors import InputError
 
     if kind not in ENGINES:
@@ -334,11 +349,14 @@ def make_engine(kind: str, model: torch.nn.Module, dtype: str = "float32", threa
     on_cuda = next(model.parameters()).device.type == "cuda"
     if kind == "auto":
         kind = "torch" if on_cuda else "cpp" if _backend.extension() is not None else "torch"
+    if kv_dtype is not None and kind != "cpp":
+        raise InputError(f"--kv-dtype applies to the cpp engine, not to the {kind} engine (whose cache has the "
+                         f"model's dtype)")
     if kind == "cpp":
         if _backend.extension() is None:
             raise InputError("the C++ engine needs the extension gptfast._C, which is not built "
                              "(or GPTFAST_REFERENCE is set); use --engine torch, or reinstall with a compiler")
-        return CppEngine.from_model(model, dtype=dtype, threads=threads)   # copies the weights to host buffers
+        return CppEngine.from_model(model, dtype=dtype, threads=threads, kv_dtype=kv_dtype)  # copies the weights
     if kind == "reference":
         return TorchEngine(model, stepper=_seed_loop, name="reference")
     if on_cuda:

@@ -50,6 +50,8 @@ def build_parser() -> ArgumentParser:
                      "a CPU, torch on CUDA)")
     src.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="weights: float32, or 16-bit "
                      "(half the bytes per token; float32 arithmetic in the cpp engine)")
+    src.add_argument("--kv-dtype", choices=tuple(DTYPES), help="cpp engine: how keys and values are cached "
+                     "(default: as --dtype; 16-bit halves what attention reads at long contexts or large batches)")
     src.add_argument("--threads", type=POS_INT, metavar="N", help="CPU threads (default: all cores)")
     src.add_argument("--device", choices=DEVICES, default="auto", help="where the torch engines run")
     src.add_argument("--compile", action="store_true", help="CUDA: capture the decode step with "
@@ -138,7 +140,8 @@ def _device(args) -> str:
 
 
 def _describe(engine) -> str:
-    return f"engine {engine.name}, {engine.dtype} weights, {engine.threads} threads"
+    kv = f", {engine.kv_dtype} KV cache" if hasattr(engine, "kv_dtype") else ""
+    return f"engine {engine.name}, {engine.dtype} weights{kv}, {engine.threads} threads"
 
 
 # --------------------------------------------------------------------- main
@@ -167,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                 repetition_penalty=args.repetition_penalty, banned_ids=tuple(sorted(set(banned))))
         params.check_vocab(tok.vocab_size)
         engine = make_engine(args.engine, trained.model, dtype=args.dtype, threads=args.threads,
-                             compile=args.compile)
+                             compile=args.compile, kv_dtype=args.kv_dtype)
 
         if args.chat:
             from gptfast.chat import ChatSession, random_seed, run_chat

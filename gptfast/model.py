@@ -224,7 +224,9 @@ class CausalSelfAttention(nn.Module):
         if input_pos is not None:  # incremental decoding: attend over the cache
             k, v = self.kv_cache.update(input_pos, k, v)                # (B, H, max_T, D)
             kv_len = mask.shape[-1]                                     # later slots are unused
-            k, v = k[:, :, :kv_len], v[:, :, :kv_len]                   # (B, H, kv_len, D)
+            # A cache narrower than the activations (16-bit keys and values
+            # under float32 weights, as the C++ engine's kv_dtype) is widened.
+            k, v = k[:, :, :kv_len].to(q.dtype), v[:, :, :kv_len].to(q.dtype)  # (B, H, kv_len, D)
         dropout_p = self.attn_dropout_p if self.training else 0.0
         y = _ATTENTION[backend](q, k, v, dropout_p, mask)               # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.inner)                 # heads side by side

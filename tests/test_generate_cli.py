@@ -41,6 +41,14 @@ def test_engines_print_the_same_text(capsys, run, engine, temperature):
     assert cpp == other and cpp.startswith("Quien ")
 
 
+@needs_cpp_engine
+def test_a_16bit_kv_cache(capsys, run):
+    args = ["--run", run, "--engine", "cpp", "--prompt", "Quien ", "--max-new-tokens", 20, "--no-stream"]
+    out = main(capsys, *args, "--kv-dtype", "float16")
+    assert out.out.startswith("Quien ") and "float32 weights, float16 KV cache" in out.err
+    assert "float16 weights, float16 KV cache" in main(capsys, *args, "--dtype", "float16").err
+
+
 def test_json_output(capsys, run):
     out = as_json(capsys, run, "--prompt", "Mas vale", "--max-new-tokens", 25, "--num-samples", 3, "--seed", 9)
     trained = load_trained(run)
@@ -114,6 +122,7 @@ def write_pickle(path):
     (["--run", "{run}", "--prompt-file", "{tmp}/latin1.txt"], "latin1.txt (byte 3): the prompt is not UTF-8"),
     (["--run", "{run}", "--prompt", "a", "--prompt-file", "{tmp}/latin1.txt"], "not both"),
     (["--run", "{run}/last", "--engine", "gpu"], "--engine: invalid choice"),
+    (["--run", "{run}", "--engine", "torch", "--kv-dtype", "float16"], "--kv-dtype applies to the cpp engine"),
     (["--run", "{tmp}/pickled"], "never unpickles"),
     (["--run", "{tmp}"], "not a gptfast run directory"),
 ])

@@ -1,0 +1,70 @@
+// The number formats the decoding engine stores its weights and its KV cache
+// in: float32, or float16 / bfloat16 words that are widened to float32 for
+// the arithmetic.  16-bit storage halves the bytes a decoding step reads,
+// which is what bounds its speed.
+//
+// Rounding to 16 bits is round-to-nearest-even, as torch's .half() and
+// .bfloat16() do, so the engine's 16-bit values are the ones PyTorch makes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "simd.h"
+
+namespace gptfast {
+
+enum class WeightType { F32, F16, BF16 };
+
+const char* weight_type_name(WeightType t);
+inline size_t weight_type_bytes(WeightType t) { return t == WeightType::F32 ? 4 : 2; }
+
+// The element that stores a value of type T: float, or the 16 bits of a float16 / bfloat16.
+template <WeightType T>
+using Elem = std::conditional_t<T == WeightType::F32, float, uint16_t>;
+
+float half_to_float(uint16_t h);
+uint16_t float_to_half(float f);
+
+inline float bf16_to_float(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint16_t float_to_bf16(float f) {
+  uint32_t bits;
+  __builtin_memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);  // NaN stays NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest, ties to even
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+template <WeightType T>
+inline float to_float(Elem<T> v) {
+  if constexpr (T == WeightType::F32) return v;
+  if constexpr (T == WeightType::F16) return half_to_float(v);
+  if constexpr (T == WeightType::BF16) return bf16_to_float(v);
+}
+
+// dst[i] = src[i] rounded to `type`, for i < n (dst holds elements of `type`).
+void store_floats(WeightType type, const float* src, void* dst, int n);
+
+#if GPTFAST_SIMD
+// 8 consecutive stored values as float32 lanes.
+template <WeightType T>
+inline __m256 load8(const Elem<T>* p) {
+  if constexpr (T == WeightType::F32) {
+    return _mm256_loadu_ps(p);
+  } else if constexpr (T == WeightType::F16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {  // bfloat16 is the top half of a float32: widen and shift
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+#endif
+
+}  // namespace gptfast
