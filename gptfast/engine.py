@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -119,11 +120,24 @@ def _finish(raw_tokens, reasons, stops: Optional[_StopStrings], decode) -> List[
     return out
 
 
-def default_threads() -> int:
+CPU_TOPOLOGY = Path("/sys/devices/system/cpu")
+
+
+def default_threads(topology: Path = CPU_TOPOLOGY) -> int:
+    """One thread per physical core this process may run on.  Decoding is
+    bound by memory bandwidth, which a core's second hardware thread does not
+    add to; it only competes for the core's caches (llama.cpp's default too)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not on Linux: no topology to read
         return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        try:  # the hardware threads of cpu's core, e.g. "0,8" or "0-1": the same text for each of them
+            cores.add((topology / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip())
+        except OSError:  # no sysfs (a container may hide it): every CPU counts
+            return max(1, len(cpus))
+    return max(1, len(cores))
 
 
 def rounded_copy(model: torch.nn.Module, dtype: str) -> torch.nn.Module:

@@ -52,7 +52,7 @@ def build_parser() -> ArgumentParser:
                      "(half the bytes per token; float32 arithmetic in the cpp engine)")
     src.add_argument("--kv-dtype", choices=tuple(DTYPES), help="cpp engine: how keys and values are cached "
                      "(default: as --dtype; 16-bit halves what attention reads at long contexts or large batches)")
-    src.add_argument("--threads", type=POS_INT, metavar="N", help="CPU threads (default: all cores)")
+    src.add_argument("--threads", type=POS_INT, metavar="N", help="CPU threads (default: one per physical core)")
     src.add_argument("--device", choices=DEVICES, default="auto", help="where the torch engines run")
     src.add_argument("--compile", action="store_true", help="CUDA: capture the decode step with "
                      "torch.compile(mode='reduce-overhead') (slow first tokens, faster after)")

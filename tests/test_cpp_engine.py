@@ -165,6 +165,17 @@ def test_the_cache_rounds_as_torch_does(dtype):
     assert bits & exponent == exponent and bits & mantissa  # NaN stays NaN (torch's payload may differ)
 
 
+def test_default_threads_are_the_physical_cores(tmp_path, monkeypatch):
+    from gptfast.engine import default_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 5})
+    for cpu, siblings in {0: "0,4", 1: "1,5", 2: "2,6", 3: "3,7", 5: "1,5"}.items():  # 2-way SMT
+        (tmp_path / f"cpu{cpu}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{cpu}" / "topology" / "thread_siblings_list").write_text(siblings + "\n")
+    assert default_threads(tmp_path) == 4  # cpu 5 shares cpu 1's core
+    assert default_threads(tmp_path / "missing") == 5  # no topology: every CPU allowed
+
+
 def test_the_cache_follows_the_weights_by_default():
     model = random_model(CONFIGS["options"])
     assert [CppEngine.from_model(model, dtype=d, threads=1).kv_dtype for d in ("float32", "float16", "bfloat16")] \
