@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "simd.h"
+#include "vec16.h"
 
 namespace gptfast {
 
@@ -76,7 +77,7 @@ inline void emit(float* y, float acc, float bias, Epilogue e) {
 // faster); 8-row panels with 8 x 1 tiles, a single pass for batch 8 (batch 8
 // +8-13%, batch 1 -11-18%: batch 1 wants few wide streams).
 #if GPTFAST_AVX512
-// 16-lane kernels (kernel512): batch 1 as above; several rows take 8 x 2
+// AVX-512 (32 registers): batch 1 as above; several rows take 8 x 2
 // tiles (16 of the 32 registers accumulate): batch 8 in one pass.
 constexpr int kWidePanels = 4, kRowsPerTile = 8, kRowsPerLongTile = 8, kRowTilePanels = 2;
 #else
@@ -113,110 +114,78 @@ inline void prefetch_column(const E* const (&panel)[NP], int cols, int c) {
   }
 }
 
-// acc[m][i] = sum_c W-panel lanes (i-th vector of 8) * X[m0 + m, c], c in order.
+// The kernels run on V16 (vec16.h): one panel column, 16 weights, is one
+// AVX-512 register or two AVX2 registers.  Each output is fma(W[r, c], x[c],
+// acc) over c in order from 0 either way, so the two builds give bitwise the
+// same results.
+
+// The 16 weights of a panel column as float32 lanes.
+template <WeightType T>
+inline V16 load_column(const Elem<T>* p) {
+#if GPTFAST_AVX512
+  if constexpr (T == WeightType::F32) {
+    return {_mm512_loadu_ps(p)};
+  } else if constexpr (T == WeightType::F16) {
+    return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+  } else {  // bfloat16 is the top half of a float32: widen and shift
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))};
+  }
+#else
+  return {load8<T>(p), load8<T>(p + 8)};
+#endif
+}
+
+// A column loaded once and used by MR rows: without this, GCC re-loads it
+// as a memory operand of every FMA.
+inline void keep_in_registers(V16& w) {
+#if GPTFAST_AVX512
+  asm volatile("" : "+v"(w.v));
+#else
+  asm volatile("" : "+x"(w.lo), "+x"(w.hi));
+#endif
+}
+
+// acc[m][p] = sum_c (column c of panel p0 + p) * X[m0 + m, c], c in order.
 template <WeightType T, int MR, int NP>
-inline void kernel(const void* W, int cols, int p0, const float* X, int ldx, int m0, __m256 (&out)[MR][2 * NP]) {
+inline void kernel(const void* W, int cols, int p0, const float* X, int ldx, int m0, V16 (&out)[MR][NP]) {
   // Local accumulators: written to `out` only at the end, so the compiler
   // keeps them in registers (through the reference it would store them to
   // memory after every FMA).
-  __m256 acc[MR][2 * NP];
+  V16 acc[MR][NP];
   for (int m = 0; m < MR; ++m)
-    for (int i = 0; i < 2 * NP; ++i) acc[m][i] = _mm256_setzero_ps();
+    for (int p = 0; p < NP; ++p) acc[m][p] = zero16();
   const Elem<T>* panel[NP];
   for (int p = 0; p < NP; ++p) panel[p] = static_cast<const Elem<T>*>(W) + panel_index(p0 + p, cols, 0);
   const float* x[MR];
   for (int m = 0; m < MR; ++m) x[m] = X + static_cast<size_t>(m0 + m) * ldx;
   for (int c = 0; c < cols; ++c) {
     prefetch_column<Elem<T>, MR, NP>(panel, cols, c);
-    __m256 w[2 * NP];
-    for (int p = 0; p < NP; ++p) {
-      w[2 * p] = load8<T>(panel[p] + static_cast<size_t>(c) * kPanelRows);
-      w[2 * p + 1] = load8<T>(panel[p] + static_cast<size_t>(c) * kPanelRows + 8);
-    }
-    if constexpr (MR > 1)  // load once, use MR times (GCC would re-load it as a memory operand of every FMA)
-      for (int i = 0; i < 2 * NP; ++i) asm volatile("" : "+x"(w[i]));
-    for (int m = 0; m < MR; ++m) {
-      const __m256 xb = _mm256_broadcast_ss(x[m] + c);
-      for (int i = 0; i < 2 * NP; ++i) acc[m][i] = _mm256_fmadd_ps(w[i], xb, acc[m][i]);
-    }
+    V16 w[NP];
+    for (int p = 0; p < NP; ++p) w[p] = load_column<T>(panel[p] + static_cast<size_t>(c) * kPanelRows);
+    if constexpr (MR > 1)
+      for (int p = 0; p < NP; ++p) keep_in_registers(w[p]);
+    for (int m = 0; m < MR; ++m)
+      for (int p = 0; p < NP; ++p) acc[m][p] = fma16(x[m][c], w[p], acc[m][p]);
   }
   for (int m = 0; m < MR; ++m)
-    for (int i = 0; i < 2 * NP; ++i) out[m][i] = acc[m][i];
+    for (int p = 0; p < NP; ++p) out[m][p] = acc[m][p];
 }
 
 // Writes the 16 * NP outputs of one activation row (`valid` of them are real
 // rows of W) at y, through the epilogue.
 template <int NP>
-inline void store(const __m256 (&acc)[2 * NP], float* y, const float* bias, int valid, Epilogue e) {
-  for (int i = 0; i < 2 * NP; ++i) {
-    const int j = 8 * i;
-    if (j + 8 <= valid) {
-      __m256 v = _mm256_add_ps(acc[i], bias ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps());
-      if (e == Epilogue::StoreRelu) v = _mm256_max_ps(v, _mm256_setzero_ps());
-      if (e == Epilogue::AddTo) v = _mm256_add_ps(_mm256_loadu_ps(y + j), v);
-      _mm256_storeu_ps(y + j, v);
-    } else if (j < valid) {  // the partial last panel
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, acc[i]);
-      for (int l = 0; j + l < valid; ++l) emit(y + j + l, lanes[l], bias ? bias[j + l] : 0.0f, e);
-    }
-  }
-}
-
-#if GPTFAST_AVX512
-// The same kernel on 16-lane registers: a panel column (16 weights) is one
-// register, and with 32 registers 8 activation rows x 2 panels (16
-// accumulators) fit, so batch 8 reads each weight once, in one pass.  Each
-// output is still fma(W[r, c], x[c], acc) over c in order from 0: the
-// results are bitwise those of the 8-lane kernel.
-template <WeightType T>
-inline __m512 load16(const Elem<T>* p) {
-  if constexpr (T == WeightType::F32) {
-    return _mm512_loadu_ps(p);
-  } else if constexpr (T == WeightType::F16) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  } else {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-}
-
-template <WeightType T, int MR, int NP>
-inline void kernel512(const void* W, int cols, int p0, const float* X, int ldx, int m0, __m512 (&out)[MR][NP]) {
-  __m512 acc[MR][NP];
-  for (int m = 0; m < MR; ++m)
-    for (int i = 0; i < NP; ++i) acc[m][i] = _mm512_setzero_ps();
-  const Elem<T>* panel[NP];
-  for (int p = 0; p < NP; ++p) panel[p] = static_cast<const Elem<T>*>(W) + panel_index(p0 + p, cols, 0);
-  const float* x[MR];
-  for (int m = 0; m < MR; ++m) x[m] = X + static_cast<size_t>(m0 + m) * ldx;
-  for (int c = 0; c < cols; ++c) {
-    prefetch_column<Elem<T>, MR, NP>(panel, cols, c);
-    __m512 w[NP];
-    for (int p = 0; p < NP; ++p) w[p] = load16<T>(panel[p] + static_cast<size_t>(c) * kPanelRows);
-    if constexpr (MR > 1)
-      for (int i = 0; i < NP; ++i) asm volatile("" : "+v"(w[i]));
-    for (int m = 0; m < MR; ++m) {
-      const __m512 xb = _mm512_set1_ps(x[m][c]);
-      for (int i = 0; i < NP; ++i) acc[m][i] = _mm512_fmadd_ps(w[i], xb, acc[m][i]);
-    }
-  }
-  for (int m = 0; m < MR; ++m)
-    for (int i = 0; i < NP; ++i) out[m][i] = acc[m][i];
-}
-
-template <int NP>
-inline void store512(const __m512 (&acc)[NP], float* y, const float* bias, int valid, Epilogue e) {
-  for (int i = 0; i < NP; ++i) {
-    const int j = kPanelRows * i;
+inline void store(const V16 (&acc)[NP], float* y, const float* bias, int valid, Epilogue e) {
+  for (int p = 0; p < NP; ++p) {
+    const int j = kPanelRows * p;
     if (j + kPanelRows <= valid) {
-      __m512 v = _mm512_add_ps(acc[i], bias ? _mm512_loadu_ps(bias + j) : _mm512_setzero_ps());
-      if (e == Epilogue::StoreRelu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-      if (e == Epilogue::AddTo) v = _mm512_add_ps(_mm512_loadu_ps(y + j), v);
-      _mm512_storeu_ps(y + j, v);
+      V16 v = add16(acc[p], bias ? load16(bias + j) : zero16());
+      if (e == Epilogue::StoreRelu) v = max16(v, zero16());
+      if (e == Epilogue::AddTo) v = add16(load16(y + j), v);
+      store16(y + j, v);
     } else if (j < valid) {  // the partial last panel
       alignas(64) float lanes[kPanelRows];
-      _mm512_store_ps(lanes, acc[i]);
+      store16(lanes, acc[p]);
       for (int l = 0; j + l < valid; ++l) emit(y + j + l, lanes[l], bias ? bias[j + l] : 0.0f, e);
     }
   }
@@ -225,24 +194,12 @@ inline void store512(const __m512 (&acc)[NP], float* y, const float* bias, int v
 template <WeightType T, int MR, int NP>
 inline void tile(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int p, int m,
                  Epilogue e) {
-  __m512 acc[MR][NP];
-  kernel512<T, MR, NP>(W.data(), W.cols(), p, X, ldx, m, acc);
-  const int j = p * kPanelRows;
-  const int valid = W.rows() - j < kPanelRows * NP ? W.rows() - j : kPanelRows * NP;
-  for (int r = 0; r < MR; ++r) store512<NP>(acc[r], Y + static_cast<size_t>(m + r) * ldy + j, bias ? bias + j : nullptr, valid, e);
-}
-
-#else  // AVX2
-template <WeightType T, int MR, int NP>
-inline void tile(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int p, int m,
-                 Epilogue e) {
-  __m256 acc[MR][2 * NP];
+  V16 acc[MR][NP];
   kernel<T, MR, NP>(W.data(), W.cols(), p, X, ldx, m, acc);
   const int j = p * kPanelRows;
   const int valid = W.rows() - j < kPanelRows * NP ? W.rows() - j : kPanelRows * NP;
   for (int r = 0; r < MR; ++r) store<NP>(acc[r], Y + static_cast<size_t>(m + r) * ldy + j, bias ? bias + j : nullptr, valid, e);
 }
-#endif  // GPTFAST_AVX512
 
 #else  // portable fallback: the same loops on scalars
 
