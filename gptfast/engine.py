@@ -17,9 +17,9 @@ This module owns the policy around it:
     engine holds exactly the weights of `rounded_copy(model, dtype)`), with
     float32 activations and accumulation;
   * the KV cache: kv_dtype, by default the weights' dtype (16 bits halve
-    what attention reads, the larger part of a step at batch 8 or long
-    contexts); keys and values are rounded as they are cached, as
-    `model.setup_caches(dtype=...)` rounds them in PyTorch;
+    what attention reads: a third of a step's memory traffic at batch 8, and
+    more with long contexts); keys and values are rounded as they are
+    cached, as `model.setup_caches(dtype=...)` rounds them in PyTorch;
   * stop strings: matched in Python on the decoded text (`decode`), checked
     after every token; the text is cut before the stop string and the tokens
     end with the token that completed it;
