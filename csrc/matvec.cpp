@@ -97,11 +97,12 @@ constexpr size_t kPrefetchBytes = 2048;
 // The prefetches at column c (one per cache line) of a tile over NP panels.
 // Each panel stream is fetched kPrefetchBytes ahead into L1.  A tile of
 // several rows computes for longer per byte, long enough to also bring the
-// next tile's NP panels into L2 meanwhile: twice the misses in flight, and
-// the linear layers at batch 8 ran at the FMA peak instead of 75% of it
-// (1.28 -> 0.95 ms per step of the quijote model on an AVX-512 EPYC; batch 4
-// -20%, a 64-row prefill -4%).  Fetching the next tile into L1 instead, as
-// before, measured as slow as no prefetch: those lines are evicted before use.
+// next tile's NP panels into L2 meanwhile, where a core can have many more
+// misses in flight than into L1.  The linear layers at batch 8 then run at
+// the FMA peak: 1.2-1.3 -> 0.91-0.95 ms per step of the quijote model on an
+// AVX-512 EPYC in a benchmark of the layers alone (1.5 -> 1.1-1.25 ms inside
+// the engine), batch 4 -20%, a 64-row prefill -4%, batch 1 unchanged.  The
+// scheme before it, the next panel fetched into L1, reached 75% of the peak.
 template <class E, int MR, int NP>
 inline void prefetch_column(const E* const (&panel)[NP], int cols, int c) {
   constexpr int kLineStep = 64 / (kPanelRows * sizeof(E));  // columns per cache line of a panel
