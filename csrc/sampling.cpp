@@ -135,10 +135,16 @@ int choose_token(const float* logits, int V, const SamplingParams& p, const uint
   }
   for (int i = 0; i < V; ++i) pr[i] = pr[i] / S;
 
-  // 6-7: order by (p desc, id asc); only the first k need sorting when top-k is on.
+  // 6-7: order by (p desc, id asc); only the first k need sorting when top-k
+  // is on.  With neither top-k nor top-p, all ids are kept in id order: the
+  // draw has the same law without a sort of the vocabulary (half of the
+  // sampler's time at V = 20k).
   std::vector<int>& order = ws.order;
   int kept = V;
-  if (p.top_k > 0 && p.top_k < V) {
+  if ((p.top_k == 0 || p.top_k >= V) && p.top_p >= 1.0) {
+    order.resize(V);
+    for (int i = 0; i < V; ++i) order[i] = i;
+  } else if (p.top_k > 0 && p.top_k < V) {
     kept = p.top_k;
     order.resize(V);
     for (int i = 0; i < V; ++i) order[i] = i;

@@ -62,8 +62,11 @@ def sample_tensor(logits: torch.Tensor, params: SamplingParams, seed: int, seq: 
     if params.greedy:
         return l.argmax(dim=1)                                            # first maximum: lowest id
     p = torch.softmax(l / params.temperature, dim=1)                      # (B, V)
-    p_sorted, order = torch.sort(p, dim=1, descending=True, stable=True)  # ties: lowest id first
     B, V = p.shape
+    if 0 < params.top_k < V or params.top_p < 1.0:
+        p_sorted, order = torch.sort(p, dim=1, descending=True, stable=True)  # ties: lowest id first
+    else:  # nothing filtered: every id, in id order (step 6 of gptfast.sampling)
+        p_sorted, order = p, torch.arange(V, device=p.device).expand(B, V)
     kept = torch.full((B,), V, dtype=torch.long, device=p.device)
     if 0 < params.top_k < V:
         kept.fill_(params.top_k)

@@ -124,6 +124,8 @@ def _filtered(l: List[float], params: SamplingParams) -> Tuple[List[float], List
     for v in e:          # id order, like the C++ loop
         S += v
     p = [v / S for v in e]
+    if not 0 < params.top_k < len(p) and params.top_p == 1.0:
+        return p, list(range(len(p)))  # nothing filtered: every id, in id order
     order = sorted(range(len(p)), key=lambda i: (-p[i], i))
     kept = len(order)
     if 0 < params.top_k < kept:
@@ -152,7 +154,9 @@ def sample_from_logits(logits: Sequence[float], params: SamplingParams, seed: in
       3. banned ids: l_i = -inf
       4. temperature 0: argmax l, ties -> lowest id
       5. l_i /= T; m = max l; e_i = exp(l_i - m); S = sum e (id order); p_i = e_i / S
-      6. order ids by (p descending, id ascending)
+      6. order ids by (p descending, id ascending); when neither top-k nor
+         top-p applies, every id is kept in id order instead (the same law,
+         without sorting the vocabulary)
       7. top-k: keep the first k
       8. top-p: K = sum of kept p (in order); keep the shortest prefix whose
          running sum of p_i / K is >= top_p
