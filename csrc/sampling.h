@@ -11,7 +11,8 @@
 //   4. temperature 0: argmax l (ties -> lowest id), done
 //   5. l_i /= temperature;  m = max l;  e_i = exp(l_i - m);  S = sum e (id order);
 //      p_i = e_i / S
-//   6. order = ids sorted by (p descending, id ascending)
+//   6. order = ids sorted by (p descending, id ascending) when top-k or
+//      top-p applies; otherwise all ids in id order (no sort)
 //   7. top-k (0 < k < V): keep the first k of `order`
 //   8. top-p (p < 1): K = sum of the kept p (in `order`); keep the shortest
 //      prefix whose running sum of p_i / K reaches top_p (>=)
