@@ -9,17 +9,17 @@
 //        l_i = l_i > 0 ? l_i / r : l_i * r
 //   3. banned ids: l_i = -inf
 //   4. temperature 0: argmax l (ties -> lowest id), done
-//   5. l_i /= temperature;  m = max l;  e_i = exp(l_i - m);  S = sum e (id order);
-//      p_i = e_i / S
-//   6. order = ids sorted by (p descending, id ascending) when top-k or
-//      top-p applies; otherwise all ids in id order (no sort)
-//   7. top-k (0 < k < V): keep the first k of `order`
+//   5. l_i /= temperature;  m = max l;  e_i = exp(l_i - m)
+//   6. neither top-k nor top-p: every id is kept, in id order, with weight
+//      w_i = e_i; go to 9
+//   7. S = sum e (id order); w_i = p_i = e_i / S; order = ids sorted by
+//      (p descending, id ascending); top-k (0 < k < V): keep the first k
 //   8. top-p (p < 1): K = sum of the kept p (in `order`); keep the shortest
 //      prefix whose running sum of p_i / K reaches top_p (>=)
-//   9. T = sum of the kept p (in `order`); target = u * T with
+//   9. W = sum of the kept w (in order); target = u * W with
 //      u = counter_uniform(seed, seq, step); pick the first kept id whose
-//      running sum of p exceeds target (>); if rounding leaves none, the last
-//      kept id with p > 0.
+//      running sum of w exceeds target (>); if rounding leaves none, the last
+//      kept id with w > 0.
 #pragma once
 
 #include <cstdint>
@@ -41,7 +41,7 @@ struct SamplingParams {
 
 // Scratch space reused across calls (no allocation per token).
 struct SamplerWorkspace {
-  std::vector<double> logits, probs;
+  std::vector<double> logits, weights;  // weights: those of step 9 (e, or p)
   std::vector<int> order, order_tmp;
   std::vector<uint64_t> keys, keys_tmp;  // the radix sort's (see sampling.cpp)
   std::vector<int> counts;

@@ -115,17 +115,17 @@ def _adjusted_logits(logits: Sequence[float], params: SamplingParams, history: I
 
 
 def _filtered(l: List[float], params: SamplingParams) -> Tuple[List[float], List[int]]:
-    """Steps 5-8: probabilities p (all ids) and the kept ids in sampling order."""
+    """Steps 5-8: the weights of all ids and the kept ids in sampling order."""
     t = params.temperature
     l = [v / t for v in l]
     m = max(l)
     e = [math.exp(v - m) for v in l]
+    if not 0 < params.top_k < len(e) and params.top_p == 1.0:
+        return e, list(range(len(e)))  # nothing filtered: every id, in id order, weighed by e
     S = 0.0
     for v in e:          # id order, like the C++ loop
         S += v
     p = [v / S for v in e]
-    if not 0 < params.top_k < len(p) and params.top_p == 1.0:
-        return p, list(range(len(p)))  # nothing filtered: every id, in id order
     order = sorted(range(len(p)), key=lambda i: (-p[i], i))
     kept = len(order)
     if 0 < params.top_k < kept:
@@ -153,16 +153,17 @@ def sample_from_logits(logits: Sequence[float], params: SamplingParams, seed: in
       2. repetition penalty r != 1, each id in history: l_i / r if l_i > 0 else l_i * r
       3. banned ids: l_i = -inf
       4. temperature 0: argmax l, ties -> lowest id
-      5. l_i /= T; m = max l; e_i = exp(l_i - m); S = sum e (id order); p_i = e_i / S
-      6. order ids by (p descending, id ascending); when neither top-k nor
-         top-p applies, every id is kept in id order instead (the same law,
-         without sorting the vocabulary)
-      7. top-k: keep the first k
+      5. l_i /= temperature; m = max l; e_i = exp(l_i - m)
+      6. neither top-k nor top-p: every id is kept, in id order, with weight
+         w_i = e_i; go to 9 (the same law as 7-9, without normalizing or
+         sorting the vocabulary)
+      7. S = sum e (id order); w_i = p_i = e_i / S; order ids by (p
+         descending, id ascending); top-k: keep the first k
       8. top-p: K = sum of kept p (in order); keep the shortest prefix whose
          running sum of p_i / K is >= top_p
-      9. T = sum of kept p (in order); target = uniform(seed, seq, step) * T; the
-         first kept id whose running sum of p exceeds target (the last kept id
-         with p > 0 if rounding leaves none)
+      9. W = sum of the kept w (in order); target = uniform(seed, seq, step) * W;
+         the first kept id whose running sum of w exceeds target (the last
+         kept id with w > 0 if rounding leaves none)
     """
     l = _adjusted_logits(logits, params, history)
     if all(v == -math.inf for v in l):
@@ -175,18 +176,18 @@ def sample_from_logits(logits: Sequence[float], params: SamplingParams, seed: in
             if l[i] > l[best]:
                 best = i
         return best
-    p, kept = _filtered(l, params)
-    T = 0.0
+    w, kept = _filtered(l, params)
+    W = 0.0
     for i in kept:
-        T += p[i]
-    target = uniform(seed, seq, step) * T
+        W += w[i]
+    target = uniform(seed, seq, step) * W
     cum = 0.0
     for i in kept:
-        cum += p[i]
+        cum += w[i]
         if target < cum:
             return i
     for i in reversed(kept):
-        if p[i] > 0:
+        if w[i] > 0:
             return i
     return kept[0]
 
@@ -198,9 +199,9 @@ def target_distribution(logits: Sequence[float], params: SamplingParams, history
     if params.temperature == 0:
         best = sample_from_logits(logits, params, 0, history=history)
         return [1.0 if i == best else 0.0 for i in range(len(l))]
-    p, kept = _filtered(l, params)
-    total = sum(p[i] for i in kept)
+    w, kept = _filtered(l, params)
+    total = sum(w[i] for i in kept)
     out = [0.0] * len(l)
     for i in kept:
-        out[i] = p[i] / total
+        out[i] = w[i] / total
     return out
