@@ -76,6 +76,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, progress: str = "auto"
     cfg.validate()
     device = resolve_device(cfg.device)
     dist_info = ddp.setup(device)
+    trainer = None
     try:
         trainer = Trainer(cfg, dist_info, ddp.device_for(dist_info, device), resume, progress, log)
         result = trainer.run(on_step)
@@ -85,6 +86,10 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, progress: str = "auto"
         ddp.barrier(dist_info)
         return result
     finally:
+        # The DDP wrapper holds the process group too: drop it first, so the
+        # group's threads stop in destroy_process_group and not later, at an
+        # arbitrary point of the interpreter's exit.
+        del trainer
         ddp.teardown(dist_info)
 
 
