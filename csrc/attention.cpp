@@ -189,17 +189,10 @@ void attend_t(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int h
 
 void attend(WeightType kv, const float* q, const void* K, const void* V, int T, int hs, float scale, float* scratch,
             float* out) {
-  switch (kv) {
-    case WeightType::F32:
-      return attend_t<WeightType::F32>(q, static_cast<const float*>(K), static_cast<const float*>(V), T, hs, scale,
-                                       scratch, out);
-    case WeightType::F16:
-      return attend_t<WeightType::F16>(q, static_cast<const uint16_t*>(K), static_cast<const uint16_t*>(V), T, hs,
-                                       scale, scratch, out);
-    case WeightType::BF16:
-      return attend_t<WeightType::BF16>(q, static_cast<const uint16_t*>(K), static_cast<const uint16_t*>(V), T, hs,
-                                        scale, scratch, out);
-  }
+  with_storage_type(kv, [&](auto type) {
+    using E = Elem<decltype(type)::value>;
+    attend_t<decltype(type)::value>(q, static_cast<const E*>(K), static_cast<const E*>(V), T, hs, scale, scratch, out);
+  });
 }
 
 }  // namespace gptfast

@@ -45,14 +45,11 @@ Matrix::Matrix(WeightType type, int rows, int cols, const void* src) : type_(typ
 
 void Matrix::row_to_float(int r, float* out) const {
   const size_t first = panel_index(r / kPanelRows, cols_, 0) + r % kPanelRows;
-  for (int c = 0; c < cols_; ++c) {
-    const size_t i = first + static_cast<size_t>(c) * kPanelRows;
-    switch (type_) {
-      case WeightType::F32: out[c] = static_cast<const float*>(data())[i]; break;
-      case WeightType::F16: out[c] = half_to_float(static_cast<const uint16_t*>(data())[i]); break;
-      case WeightType::BF16: out[c] = bf16_to_float(static_cast<const uint16_t*>(data())[i]); break;
-    }
-  }
+  with_storage_type(type_, [&](auto type) {
+    constexpr WeightType T = decltype(type)::value;
+    const Elem<T>* row = static_cast<const Elem<T>*>(data()) + first;
+    for (int c = 0; c < cols_; ++c) out[c] = to_float<T>(row[static_cast<size_t>(c) * kPanelRows]);
+  });
 }
 
 namespace {
@@ -273,11 +270,9 @@ void linear_panels_t(const Matrix& W, const float* bias, const float* X, int ldx
 
 void linear_panels(const Matrix& W, const float* bias, const float* X, int ldx, float* Y, int ldy, int N, int p0,
                    int p1, Epilogue epilogue) {
-  switch (W.type()) {
-    case WeightType::F32: return linear_panels_t<WeightType::F32>(W, bias, X, ldx, Y, ldy, N, p0, p1, epilogue);
-    case WeightType::F16: return linear_panels_t<WeightType::F16>(W, bias, X, ldx, Y, ldy, N, p0, p1, epilogue);
-    case WeightType::BF16: return linear_panels_t<WeightType::BF16>(W, bias, X, ldx, Y, ldy, N, p0, p1, epilogue);
-  }
+  with_storage_type(W.type(), [&](auto type) {
+    linear_panels_t<decltype(type)::value>(W, bias, X, ldx, Y, ldy, N, p0, p1, epilogue);
+  });
 }
 
 }  // namespace gptfast

@@ -49,6 +49,18 @@ inline float to_float(Elem<T> v) {
   if constexpr (T == WeightType::BF16) return bf16_to_float(v);
 }
 
+// f(std::integral_constant<WeightType, type>{}): runs the instance of a
+// template over the storage types that `type` names at run time.
+template <class F>
+decltype(auto) with_storage_type(WeightType type, F&& f) {
+  switch (type) {
+    case WeightType::F16: return f(std::integral_constant<WeightType, WeightType::F16>{});
+    case WeightType::BF16: return f(std::integral_constant<WeightType, WeightType::BF16>{});
+    case WeightType::F32: break;
+  }
+  return f(std::integral_constant<WeightType, WeightType::F32>{});
+}
+
 // dst[i] = src[i] rounded to `type`, for i < n (dst holds elements of `type`).
 void store_floats(WeightType type, const float* src, void* dst, int n);
 
