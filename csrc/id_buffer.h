@@ -2,8 +2,7 @@
 //
 // Scanning runs at hundreds of MB/s, which makes the page faults of fresh
 // output memory a large share of encoding time (especially in VMs), so
-// large blocks are 2 MiB aligned and ask the kernel for transparent huge
-// pages: one fault per 2 MiB instead of per 4 KiB.
+// large blocks are on transparent huge pages (huge_pages.h).
 #pragma once
 #include <sys/mman.h>
 
@@ -11,9 +10,9 @@
 #include <cstdlib>
 #include <new>
 
-namespace gptfast {
+#include "huge_pages.h"
 
-constexpr size_t kHugePage = size_t{2} << 20;
+namespace gptfast {
 
 inline void* allocate_ids(size_t bytes) {
   if (bytes < 2 * kHugePage) {
@@ -21,11 +20,7 @@ inline void* allocate_ids(size_t bytes) {
     if (!p) throw std::bad_alloc();
     return p;
   }
-  const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  void* p = std::aligned_alloc(kHugePage, rounded);
-  if (!p) throw std::bad_alloc();
-  madvise(p, rounded, MADV_HUGEPAGE);  // a hint: failure only costs speed
-  return p;
+  return allocate_huge_aligned(bytes);
 }
 
 inline void free_ids(void* p) { std::free(p); }

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <new>
 #include <type_traits>
 
 #include "simd.h"
@@ -29,18 +28,19 @@ void pack(const E* src, int rows, int cols, E* dst) {
 
 }  // namespace
 
-Matrix::Matrix(WeightType type, int rows, int cols, const void* src) : type_(type), rows_(rows), cols_(cols) {
-  const size_t n = static_cast<size_t>(panels()) * kPanelRows * cols * weight_type_bytes(type);
-  const size_t padded = (n + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, padded ? padded : 64);
-  if (!p) throw std::bad_alloc();
-  std::memset(p, 0, padded);  // the padding rows of the last panel are zeros
+size_t Matrix::packed_bytes(WeightType type, int rows, int cols) {
+  const size_t panels = (static_cast<size_t>(rows) + kPanelRows - 1) / kPanelRows;
+  return (panels * kPanelRows * cols * weight_type_bytes(type) + 63) / 64 * 64;
+}
+
+Matrix::Matrix(WeightType type, int rows, int cols, const void* src, void* storage)
+    : type_(type), rows_(rows), cols_(cols), data_(storage) {
+  std::memset(storage, 0, packed_bytes(type, rows, cols));  // the padding rows of the last panel are zeros
   if (type == WeightType::F32) {
-    pack(static_cast<const float*>(src), rows, cols, static_cast<float*>(p));
+    pack(static_cast<const float*>(src), rows, cols, static_cast<float*>(storage));
   } else {
-    pack(static_cast<const uint16_t*>(src), rows, cols, static_cast<uint16_t*>(p));
+    pack(static_cast<const uint16_t*>(src), rows, cols, static_cast<uint16_t*>(storage));
   }
-  data_.reset(p);
 }
 
 void Matrix::row_to_float(int r, float* out) const {

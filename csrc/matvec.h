@@ -25,8 +25,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
 
 #include "storage.h"
 
@@ -41,9 +39,13 @@ constexpr int kPanelRows = 16;
 class Matrix {
  public:
   Matrix() = default;
+  // Bytes of a packed (rows, cols) matrix of `type`: whole panels, rounded up to 64.
+  static size_t packed_bytes(WeightType type, int rows, int cols);
   // Packs rows*cols row-major elements of `type` from `src` (float for F32,
-  // uint16 bits otherwise).
-  Matrix(WeightType type, int rows, int cols, const void* src);
+  // uint16 bits otherwise) into `storage`: packed_bytes() long, 64-byte
+  // aligned, owned by the caller and outliving the Matrix (the engine keeps
+  // all its matrices in one block on huge pages).
+  Matrix(WeightType type, int rows, int cols, const void* src, void* storage);
 
   WeightType type() const { return type_; }
   int rows() const { return rows_; }
@@ -51,17 +53,14 @@ class Matrix {
   int panels() const { return (rows_ + kPanelRows - 1) / kPanelRows; }
   size_t bytes() const { return static_cast<size_t>(rows_) * cols_ * weight_type_bytes(type_); }  // unpadded
   bool empty() const { return rows_ == 0; }
-  const void* data() const { return data_.get(); }
+  const void* data() const { return data_; }
 
   void row_to_float(int r, float* out) const;  // row r as float, out (cols): embedding lookups
 
  private:
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
   WeightType type_ = WeightType::F32;
   int rows_ = 0, cols_ = 0;
-  std::unique_ptr<void, Free> data_;
+  const void* data_ = nullptr;
 };
 
 // What a linear layer does with its result y = W x + b.

@@ -40,16 +40,31 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + (s.size() == 1 ? ",)" : ")");
 }
 
+// Reads the tensors the engine keeps, packing its matrices one after the
+// other into one block on huge pages (huge_pages.h), which the engine then
+// owns.
 class WeightReader {
  public:
-  WeightReader(const TensorMap& tensors, WeightType type) : tensors_(tensors), type_(type) {}
+  WeightReader(const TensorMap& tensors, WeightType type) : tensors_(tensors), type_(type) {
+    size_t bytes = 0;  // every matrix of the map: at least what the engine keeps
+    for (const auto& [name, t] : tensors)
+      if (t.shape.size() == 2)
+        bytes += Matrix::packed_bytes(type_of(t), static_cast<int>(t.shape[0]), static_cast<int>(t.shape[1]));
+    storage_ = allocate_huge_buffer(bytes);
+    free_ = storage_.get();
+  }
 
   bool has(const std::string& name) const { return tensors_.count(name) > 0; }
 
-  Matrix matrix(const std::string& name, int rows, int cols) const {
+  Matrix matrix(const std::string& name, int rows, int cols) {
     const TensorView& t = get(name, {rows, cols});
-    return Matrix(t.is_float32 ? WeightType::F32 : type_, rows, cols, t.data);
+    Matrix m(type_of(t), rows, cols, t.data, free_);
+    free_ += Matrix::packed_bytes(m.type(), rows, cols);
+    return m;
   }
+
+  // The block that the matrices read so far live in.
+  HugeBuffer take_storage() { return std::move(storage_); }
 
   // A float32 vector of n, or empty when `optional` and absent.
   std::vector<float> vector(const std::string& name, int n, bool optional) const {
@@ -70,8 +85,12 @@ class WeightReader {
     return it->second;
   }
 
+  WeightType type_of(const TensorView& t) const { return t.is_float32 ? WeightType::F32 : type_; }
+
   const TensorMap& tensors_;
   WeightType type_;
+  HugeBuffer storage_;
+  uint8_t* free_ = nullptr;  // where the next matrix goes
 };
 
 }  // namespace
@@ -83,7 +102,7 @@ Engine::Engine(const ModelShape& shape, const TensorMap& tensors, WeightType wei
   if (s.vocab_size <= 0 || s.block_size <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_embd < s.n_head)
     throw std::invalid_argument("invalid model shape");
   const int C = s.n_embd, I = s.inner(), V = s.vocab_size;
-  const WeightReader w(tensors, weight_type);
+  WeightReader w(tensors, weight_type);
   tok_emb_ = w.matrix("tok_emb.weight", V, C);
   pos_emb_ = w.has("pos_emb.weight") ? w.matrix("pos_emb.weight", s.block_size, C)
                                      : w.matrix("pos_table", s.block_size, C);
@@ -108,6 +127,7 @@ Engine::Engine(const ModelShape& shape, const TensorMap& tensors, WeightType wei
   lnf_b_ = w.vector("ln_f.bias", C, true);
   if (w.has("lm_head.weight")) lm_head_ = w.matrix("lm_head.weight", V, C);  // absent = tied to tok_emb
   lm_head_b_ = w.vector("lm_head.bias", V, true);
+  weight_storage_ = w.take_storage();
   scores_.assign(pool_.size(), std::vector<float>(s.block_size));
 }
 
@@ -137,14 +157,16 @@ void Engine::ensure_cache(int sequences) {
   if (sequences <= cache_sequences_) return;
   const size_t n = static_cast<size_t>(shape_.n_layer) * sequences * shape_.n_head * shape_.block_size *
                    shape_.head_size() * weight_type_bytes(kv_type_);
-  kcache_.assign(n, 0);
-  vcache_.assign(n, 0);
+  for (HugeBuffer* c : {&kcache_, &vcache_}) {
+    *c = allocate_huge_buffer(n);
+    std::memset(c->get(), 0, n);
+  }
   cache_sequences_ = sequences;
 }
 
-uint8_t* Engine::cache_at(std::vector<uint8_t>& c, int layer, int seq, int head) {
+uint8_t* Engine::cache_at(const HugeBuffer& c, int layer, int seq, int head) {
   const size_t slot = (static_cast<size_t>(layer) * cache_sequences_ + seq) * shape_.n_head + head;
-  return c.data() + slot * shape_.block_size * shape_.head_size() * weight_type_bytes(kv_type_);
+  return c.get() + slot * shape_.block_size * shape_.head_size() * weight_type_bytes(kv_type_);
 }
 
 // sum_c x[c] (Squares = false) or sum_c (x[c] - mean)^2 (true) in double, as

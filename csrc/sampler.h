@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "huge_pages.h"
 #include "matvec.h"
 #include "sampling.h"
 #include "thread_pool.h"
@@ -128,10 +129,11 @@ class Engine {
   // The (block_size, hs) keys or values of one head, elements of kv_type_.
   uint8_t* k_cache(int layer, int seq, int head) { return cache_at(kcache_, layer, seq, head); }
   uint8_t* v_cache(int layer, int seq, int head) { return cache_at(vcache_, layer, seq, head); }
-  uint8_t* cache_at(std::vector<uint8_t>& c, int layer, int seq, int head);
+  uint8_t* cache_at(const HugeBuffer& c, int layer, int seq, int head);
 
   ModelShape shape_;
   WeightType weight_type_, kv_type_;
+  HugeBuffer weight_storage_;  // the packed data of every Matrix below
   Matrix tok_emb_, pos_emb_;  // pos_emb_: learned weights, or the sinusoidal table (float32)
   std::vector<Layer> layers_;
   std::vector<float> lnf_w_, lnf_b_, lm_head_b_;
@@ -153,9 +155,10 @@ class Engine {
   std::mutex busy_;
   std::atomic<std::thread::id> busy_owner_{};
 
-  // KV cache: (n_layer, sequences, H, block_size, hs) each, as kv_type_.
+  // KV cache: (n_layer, sequences, H, block_size, hs) each, as kv_type_; on
+  // huge pages, since batched decoding streams it every step.
   int cache_sequences_ = 0;
-  std::vector<uint8_t> kcache_, vcache_;
+  HugeBuffer kcache_, vcache_;
   // Activations of the current forward, (N, width) row-major.
   std::vector<float> x_, h_, qkv_, att_, ff_, head_in_;
   std::vector<std::vector<float>> scores_;  // per worker, block_size
