@@ -169,6 +169,17 @@ uint8_t* Engine::cache_at(const HugeBuffer& c, int layer, int seq, int head) {
   return c.get() + slot * shape_.block_size * shape_.head_size() * weight_type_bytes(kv_type_);
 }
 
+// The keys and values at positions 0..rows-1 of sequence slot `from`, in
+// every layer and head, copied to slot `to`.
+void Engine::copy_cache(int from, int to, int rows) {
+  const size_t bytes = static_cast<size_t>(rows) * shape_.head_size() * weight_type_bytes(kv_type_);
+  for (int l = 0; l < shape_.n_layer; ++l)
+    for (int h = 0; h < shape_.n_head; ++h) {
+      std::memcpy(k_cache(l, to, h), k_cache(l, from, h), bytes);
+      std::memcpy(v_cache(l, to, h), v_cache(l, from, h), bytes);
+    }
+}
+
 // sum_c x[c] (Squares = false) or sum_c (x[c] - mean)^2 (true) in double, as
 // 8 interleaved partial sums: eight independent add chains that the compiler
 // turns into vector code.  One running sum is one long chain of dependent
@@ -358,6 +369,14 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
 
   std::vector<Row> rows;
   std::vector<int> logit_rows, active;
+  struct Prefill {
+    int seq, logit_row;  // a sequence prefilled in this step, and the row of its logits
+  };
+  struct SharedPrefill {
+    int from, to, rows;  // sequence `to` takes the cache of `from`'s prefill
+  };
+  std::vector<Prefill> prefilled;
+  std::vector<SharedPrefill> shared;
   std::vector<float> logits;
   std::vector<uint8_t> stop(B);
   std::vector<std::vector<int>> fresh(B);
@@ -370,9 +389,17 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
       if (result.finish[b] == Finish::Running) active.push_back(b);
     if (active.empty()) break;
 
-    // Rows of this step: a whole window for new or sliding sequences, else the last token.
+    // Rows of this step: a whole window for new or sliding sequences, else
+    // the last token.  Sequences whose fresh windows hold the same tokens
+    // (--num-samples copies of one prompt) share one prefill: the first
+    // computes it, the others copy its keys and values and read its logits.
+    // The same bits as a prefill of their own, since a row's keys, values
+    // and logits depend only on its token, its position and the rows before
+    // it (matvec.h, attention.h).
     rows.clear();
     logit_rows.clear();
+    prefilled.clear();
+    shared.clear();
     for (int b : active) {
       Seq& q = seqs[b];
       const int L = static_cast<int>(q.tokens.size());
@@ -381,9 +408,20 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
         q.fresh_window = true;
       }
       if (q.fresh_window) {
+        q.fresh_window = false;
+        auto same_window = [&](const Prefill& p) {
+          const Seq& o = seqs[p.seq];
+          return std::equal(q.tokens.begin() + q.start, q.tokens.end(), o.tokens.begin() + o.start, o.tokens.end());
+        };
+        const auto twin = std::find_if(prefilled.begin(), prefilled.end(), same_window);
+        if (twin != prefilled.end()) {
+          shared.push_back({twin->seq, b, L - q.start});
+          logit_rows.push_back(twin->logit_row);
+          continue;
+        }
         for (int i = q.start; i < L; ++i) rows.push_back({b, i - q.start, q.tokens[i]});
         result.prefill_rows += L - q.start;
-        q.fresh_window = false;
+        prefilled.push_back({b, static_cast<int>(rows.size()) - 1});
       } else {
         rows.push_back({b, L - 1 - q.start, q.tokens[L - 1]});
       }
@@ -391,6 +429,7 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
     }
     logits.resize(active.size() * static_cast<size_t>(V));
     forward(rows, logit_rows, logits.data());
+    for (const SharedPrefill& s : shared) copy_cache(s.from, s.to, s.rows);
 
     // Each row's draw depends only on its own logits, history and counter, so
     // the rows are sampled in parallel (batch 8: 8 sorts of the vocabulary)

@@ -123,6 +123,7 @@ class Engine {
   };
   void forward(const std::vector<Row>& rows, const std::vector<int>& logit_rows, float* logits);
   void ensure_cache(int sequences);
+  void copy_cache(int from, int to, int rows);
   void layer_norm(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* y, int N) const;
   void linear(const Matrix& W, const std::vector<float>& bias, const float* X, float* Y, int N, Epilogue e);
   void attention(const std::vector<Row>& rows, int layer, const float* qkv, float* out);

@@ -298,6 +298,33 @@ def test_batch_equals_each_sequence_alone(slide_model, params, dtype):
         assert engine.generate(PROMPTS, 50, params, seed=8)[0].tokens != batch[0].tokens
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_identical_prompts_share_one_prefill(slide_model, dtype):
+    """--num-samples copies of a prompt: one prefill, whose keys, values and
+    logits the copies take, with the same tokens as each alone.  Greedy
+    copies stay identical, so their window slides are shared too."""
+    engine = CppEngine.from_model(slide_model, dtype=dtype, threads=2)
+    long, other = list(range(1, 41)), [2, 3, 4]  # long: 40 tokens, a 32-token window
+    prompts = [long, other, long, long]
+    sampled = SamplingParams(temperature=1.0)
+    batch = engine.generate(prompts, 50, sampled, seed=3)
+    batch_prefills = engine.last_stats["prefill_rows"]
+    assert len({tuple(g.tokens) for g in batch}) == 4  # different draws
+    alone_prefills = 0
+    for i, prompt in enumerate(prompts):
+        assert batch[i].tokens == engine.generate([prompt], 50, sampled, seed=3, seq_ids=[i])[0].tokens, i
+        alone_prefills += engine.last_stats["prefill_rows"]
+    # Two copies of the first window, at least: the first slide keeps 15
+    # prompt tokens and one drawn token, the same in two copies now and then.
+    assert batch_prefills <= alone_prefills - 2 * SLIDE_CONFIG.block_size
+
+    alone = engine.generate([long], 60, GREEDY)[0].tokens
+    alone_prefills = engine.last_stats["prefill_rows"]
+    assert alone_prefills > SLIDE_CONFIG.block_size  # the window slid
+    assert [g.tokens for g in engine.generate([long] * 3, 60, GREEDY)] == [alone] * 3
+    assert engine.last_stats["prefill_rows"] == alone_prefills
+
+
 # -- stopping and streaming -----------------------------------------------------------
 
 def test_stop_ids_end_a_sequence_and_are_not_emitted(slide_model):
