@@ -121,12 +121,15 @@ float softmax_numerators(float* s, int T) {
   return sum;
 }
 
-// out[d] = sum_i p[i] * V[i, d], over i in order.
+// out[d] += sum_i p[i] * V[i, d], over i in order: from out = 0, the
+// values of T positions; called again with the next positions, it goes on
+// with the same chain of fmas.
 template <WeightType KV>
-void values(const float* p, const Elem<KV>* V, int T, int hs, float* out) {
+void accumulate_values(const float* p, const Elem<KV>* V, int T, int hs, float* out) {
   int d = 0;
   for (; d + 32 <= hs; d += 32) {  // 32 output dims held in 4 registers across all positions
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[4];
+    for (int c = 0; c < 4; ++c) acc[c] = _mm256_loadu_ps(out + d + 8 * c);
     for (int i = 0; i < T; ++i) {
       const __m256 pi = _mm256_set1_ps(p[i]);
       const Elem<KV>* v = V + static_cast<size_t>(i) * hs + d;
@@ -135,23 +138,32 @@ void values(const float* p, const Elem<KV>* V, int T, int hs, float* out) {
     for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + d + 8 * c, acc[c]);
   }
   for (; d + 8 <= hs; d += 8) {
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc = _mm256_loadu_ps(out + d);
     for (int i = 0; i < T; ++i)
       acc = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), load8<KV>(V + static_cast<size_t>(i) * hs + d), acc);
     _mm256_storeu_ps(out + d, acc);
   }
   for (; d < hs; ++d) {
-    float acc = 0.0f;
+    float acc = out[d];
     for (int i = 0; i < T; ++i) acc = std::fma(p[i], to_float<KV>(V[static_cast<size_t>(i) * hs + d]), acc);
     out[d] = acc;
   }
 }
 
+// Positions 0..P-1 from (K0, V0), P..T-1 from (K, V).  A score does not
+// depend on the keys beside it (the same reduction alone or 8 at a time),
+// and the values go on with the same chains, so where the rows are split
+// changes no bit.
 template <WeightType KV>
-void attend_t(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int hs, float scale, float* s, float* out) {
-  scores<KV>(q, K, V, T, hs, scale, s);
+void attend_t(const float* q, const Elem<KV>* K0, const Elem<KV>* V0, int P, const Elem<KV>* K, const Elem<KV>* V,
+              int T, int hs, float scale, float* s, float* out) {
+  const size_t tail = static_cast<size_t>(P) * hs;
+  scores<KV>(q, K0, V0, P, hs, scale, s);
+  scores<KV>(q, K + tail, V + tail, T - P, hs, scale, s + P);
   const float inv = 1.0f / softmax_numerators(s, T);
-  values<KV>(s, V, T, hs, out);
+  std::fill(out, out + hs, 0.0f);
+  accumulate_values<KV>(s, V0, P, hs, out);
+  accumulate_values<KV>(s + P, V + tail, T - P, hs, out);
   for (int d = 0; d < hs; ++d) out[d] *= inv;
 }
 
@@ -162,10 +174,12 @@ void attend_t(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int h
 namespace {
 
 template <WeightType KV>
-void attend_t(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int hs, float scale, float* s, float* out) {
+void attend_t(const float* q, const Elem<KV>* K0, const Elem<KV>* V0, int P, const Elem<KV>* K, const Elem<KV>* V,
+              int T, int hs, float scale, float* s, float* out) {
+  auto row = [&](const Elem<KV>* shared, const Elem<KV>* own, int i) { return (i < P ? shared : own) + static_cast<size_t>(i) * hs; };
   float m = -INFINITY;
   for (int i = 0; i < T; ++i) {
-    const Elem<KV>* k = K + static_cast<size_t>(i) * hs;
+    const Elem<KV>* k = row(K0, K, i);
     float dot = 0.0f;
     for (int d = 0; d < hs; ++d) dot += q[d] * to_float<KV>(k[d]);
     s[i] = dot * scale;
@@ -178,7 +192,7 @@ void attend_t(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int h
   }
   std::fill(out, out + hs, 0.0f);
   for (int i = 0; i < T; ++i)
-    for (int d = 0; d < hs; ++d) out[d] += s[i] * to_float<KV>(V[static_cast<size_t>(i) * hs + d]);
+    for (int d = 0; d < hs; ++d) out[d] += s[i] * to_float<KV>(row(V0, V, i)[d]);
   const float inv = 1.0f / sum;
   for (int d = 0; d < hs; ++d) out[d] *= inv;
 }
@@ -187,12 +201,18 @@ void attend_t(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int h
 
 #endif
 
-void attend(WeightType kv, const float* q, const void* K, const void* V, int T, int hs, float scale, float* scratch,
-            float* out) {
+void attend_shared(WeightType kv, const float* q, const void* shared_K, const void* shared_V, int P, const void* K,
+                   const void* V, int T, int hs, float scale, float* scratch, float* out) {
   with_storage_type(kv, [&](auto type) {
     using E = Elem<decltype(type)::value>;
-    attend_t<decltype(type)::value>(q, static_cast<const E*>(K), static_cast<const E*>(V), T, hs, scale, scratch, out);
+    attend_t<decltype(type)::value>(q, static_cast<const E*>(shared_K), static_cast<const E*>(shared_V), P,
+                                    static_cast<const E*>(K), static_cast<const E*>(V), T, hs, scale, scratch, out);
   });
+}
+
+void attend(WeightType kv, const float* q, const void* K, const void* V, int T, int hs, float scale, float* scratch,
+            float* out) {
+  attend_shared(kv, q, K, V, T, K, V, T, hs, scale, scratch, out);
 }
 
 }  // namespace gptfast

@@ -239,7 +239,12 @@ void Engine::attention(const std::vector<Row>& rows, int layer, const float* qkv
       const float* q = qkv + static_cast<size_t>(t / H) * 3 * I + h * hs;   // (hs)
       const uint8_t* K = k_cache(layer, row.seq, h);                        // (T, hs) of kv_type_
       const uint8_t* Vc = v_cache(layer, row.seq, h);                       // (T, hs) of kv_type_
-      attend(kv_type_, q, K, Vc, T, hs, scale, s, out + static_cast<size_t>(t / H) * I + h * hs);
+      float* o = out + static_cast<size_t>(t / H) * I + h * hs;              // (hs)
+      if (row.shared_from >= 0)
+        attend_shared(kv_type_, q, k_cache(layer, row.shared_from, h), v_cache(layer, row.shared_from, h),
+                      row.shared_len, K, Vc, T, hs, scale, s, o);
+      else
+        attend(kv_type_, q, K, Vc, T, hs, scale, s, o);
     }
   });
   times_.attention += seconds_since(t0);
@@ -353,6 +358,9 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
     bool fresh_window = true;   // needs a prefill of its whole window
     std::vector<uint8_t> seen;  // ids in tokens (repetition penalty)
     std::vector<int> fresh;     // generated since the last callback
+    // When >= 0: the slot whose cache holds this sequence's first share_len
+    // keys and values (copies of each other since a shared prefill).
+    int share_from = -1, share_len = 0;
   };
   std::vector<Seq> seqs(B);
   GenerateResult result;
@@ -395,7 +403,10 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
     // computes it, the others copy its keys and values and read its logits.
     // The same bits as a prefill of their own, since a row's keys, values
     // and logits depend only on its token, its position and the rows before
-    // it (matvec.h, attention.h).
+    // it (matvec.h, attention.h).  Then, until one of them slides, they all
+    // read those positions from the first one's cache (the copies are
+    // equal), so a step reads the prompt's keys and values once, not once
+    // per sequence.
     rows.clear();
     logit_rows.clear();
     prefilled.clear();
@@ -408,7 +419,10 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
         q.fresh_window = true;
       }
       if (q.fresh_window) {
+        // Copies that share a prefill advance one token per step together,
+        // so they also slide together: none reads this cache after its rewrite.
         q.fresh_window = false;
+        q.share_from = -1;
         auto same_window = [&](const Prefill& p) {
           const Seq& o = seqs[p.seq];
           return std::equal(q.tokens.begin() + q.start, q.tokens.end(), o.tokens.begin() + o.start, o.tokens.end());
@@ -417,13 +431,14 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
         if (twin != prefilled.end()) {
           shared.push_back({twin->seq, b, L - q.start});
           logit_rows.push_back(twin->logit_row);
+          for (Seq* s : {&q, &seqs[twin->seq]}) s->share_from = twin->seq, s->share_len = L - q.start;
           continue;
         }
         for (int i = q.start; i < L; ++i) rows.push_back({b, i - q.start, q.tokens[i]});
         result.prefill_rows += L - q.start;
         prefilled.push_back({b, static_cast<int>(rows.size()) - 1});
       } else {
-        rows.push_back({b, L - 1 - q.start, q.tokens[L - 1]});
+        rows.push_back({b, L - 1 - q.start, q.tokens[L - 1], q.share_from, q.share_len});
       }
       logit_rows.push_back(static_cast<int>(rows.size()) - 1);
     }

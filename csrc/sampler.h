@@ -112,9 +112,13 @@ class Engine {
     Matrix qkv, proj, fc, fc_proj;
     std::vector<float> qkv_b, proj_b, fc_b, fc_proj_b;
   };
-  // One activation row of a forward pass: token `token` of sequence slot `seq` at `pos`.
+  // One activation row of a forward pass: token `token` of sequence slot
+  // `seq` at `pos`, whose keys and values at positions 0..shared_len-1 are
+  // read from slot `shared_from` when it is >= 0 (the same values as its own:
+  // see generate()).
   struct Row {
     int seq, pos, token;
+    int shared_from = -1, shared_len = 0;
   };
 
   // Wall-clock seconds spent in the parts of forward(), accumulated.

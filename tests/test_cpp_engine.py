@@ -301,22 +301,30 @@ def test_batch_equals_each_sequence_alone(slide_model, params, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_identical_prompts_share_one_prefill(slide_model, dtype):
     """--num-samples copies of a prompt: one prefill, whose keys, values and
-    logits the copies take, with the same tokens as each alone.  Greedy
-    copies stay identical, so their window slides are shared too."""
+    logits the copies take, then attention over the first copy's cache of
+    the prompt until a slide; the same tokens as each alone, also when the
+    first copy stops early.  Greedy copies stay identical, so their window
+    slides are shared too."""
     engine = CppEngine.from_model(slide_model, dtype=dtype, threads=2)
-    long, other = list(range(1, 41)), [2, 3, 4]  # long: 40 tokens, a 32-token window
-    prompts = [long, other, long, long]
-    sampled = SamplingParams(temperature=1.0)
-    batch = engine.generate(prompts, 50, sampled, seed=3)
+    long, mid, other = list(range(1, 41)), list(range(3, 23)), [2, 3, 4]  # long: a full 32-token window
+    prompts = [mid, long, other, long, mid, mid, long]
+    sampled, stop = SamplingParams(temperature=1.0), [12]
+    batch = engine.generate(prompts, 50, sampled, seed=0, stop_ids=stop)
     batch_prefills = engine.last_stats["prefill_rows"]
-    assert len({tuple(g.tokens) for g in batch}) == 4  # different draws
+    lengths = [len(g.tokens) for g in batch]
+    print("lengths:", lengths)
+    # (This seed: the first `mid` and the first `long` stop early, copies of each go on.)
+    assert lengths[0] < 8 and lengths[4] > 20 and lengths[1] < 8 and lengths[3] == 50
+    assert len({tuple(g.tokens) for g in batch}) == len(prompts)  # different draws
     alone_prefills = 0
     for i, prompt in enumerate(prompts):
-        assert batch[i].tokens == engine.generate([prompt], 50, sampled, seed=3, seq_ids=[i])[0].tokens, i
+        alone = engine.generate([prompt], 50, sampled, seed=0, seq_ids=[i], stop_ids=stop)[0]
+        assert batch[i].tokens == alone.tokens, i
         alone_prefills += engine.last_stats["prefill_rows"]
-    # Two copies of the first window, at least: the first slide keeps 15
-    # prompt tokens and one drawn token, the same in two copies now and then.
-    assert batch_prefills <= alone_prefills - 2 * SLIDE_CONFIG.block_size
+    # Two copies of each first window, at least: later windows (15 prompt
+    # tokens and one drawn token after the first slide of `long`) are
+    # sometimes the same in two copies too.
+    assert batch_prefills <= alone_prefills - 2 * (SLIDE_CONFIG.block_size + len(mid))
 
     alone = engine.generate([long], 60, GREEDY)[0].tokens
     alone_prefills = engine.last_stats["prefill_rows"]
