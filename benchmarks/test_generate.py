@@ -21,7 +21,9 @@ tokens after a 1-token prompt (so the window never slides) with temperature
                  is the mean context of the 256-token runs it is compared to.
 Also: weight traffic per token (bytes of every matrix read once per step) in
 GB/s, against a 256 MB numpy copy (read + write) measured in the same run; and
-the time to first token for a 256-token prompt (prefill + one sample); and
+the time to first token for a 256-token prompt (prefill + one sample); 8
+samples of a 192-token prompt (one shared prefill, 64 new tokens each)
+against 1; and
 the `chat` preset with a 20k-word vocabulary, sampled vs greedy (the cost of
 choosing among 20k tokens).  The
 C++ runs' extra_info also splits a decoding step: ms in the linear layers,
@@ -60,6 +62,8 @@ PERF_REPORT = [
     ("C++ fp32 batch 8 / batch 1 (aggregate)", "C++ fp32 batch 8", "C++ fp32", 4.0),
     ("C++ fp16 batch 8 / batch 1 (aggregate)", "C++ fp16 batch 8", "C++ fp16", 4.0),
     ("C++ fp32 batch 8: fp16 cache / fp32 cache", "C++ fp32 batch 8, fp16 cache", "C++ fp32 batch 8", None),
+    ("C++ fp32 8 samples / 1 sample of a 192-token prompt (aggregate)", "C++ fp32 8 samples of a 192-token prompt",
+     "C++ fp32 192-token prompt", None),
     ("C++ fp32 2 threads / 1 thread", "C++ fp32", "C++ fp32 1 thread", None),
     ("C++ fp32 weight GB/s / numpy copy GB/s", "C++ fp32 weights", "numpy copy 256 MB", None),
     ("C++ fp16 weight GB/s / numpy copy GB/s", "C++ fp16 weights", "numpy copy 256 MB", None),
@@ -196,6 +200,21 @@ def test_time_to_first_token_cpp(benchmark, perf, engines, long_prompt):
     benchmark.pedantic(lambda: engine.generate([long_prompt], 1, PARAMS), **FAST)
     if not getattr(benchmark, "disabled", False):
         perf.record("TTFT C++ fp32", benchmark.stats.stats.median * 1e3, "ms")
+
+
+SHARED_PROMPT, SHARED_NEW = 192, 64  # a prompt and its continuations fill the 256-token block
+
+
+@pytest.mark.parametrize("batch,label", [(1, "C++ fp32 192-token prompt"), (8, "C++ fp32 8 samples of a 192-token prompt")])
+def test_cpp_samples_of_one_prompt(benchmark, perf, engines, long_prompt, batch, label):
+    """--num-samples 8 after a long prompt: the copies share one prefill and
+    read the prompt's keys and values from one cache, so a step reads them
+    once instead of 8 times.  Tokens/s over prefill and decoding."""
+    engine, prompt = engines["float32"], long_prompt[:SHARED_PROMPT]
+    run = lambda: sum(len(g.tokens) for g in engine.generate([prompt] * batch, SHARED_NEW, PARAMS, seed=0))
+    assert benchmark.pedantic(run, **(FAST if batch == 1 else SLOW)) == batch * SHARED_NEW
+    assert engine.last_stats["prefill_rows"] == SHARED_PROMPT
+    perf.rate(label, batch * SHARED_NEW, benchmark, unit="tokens/s")
 
 
 def test_time_to_first_token_torch(benchmark, perf, model, long_prompt):
