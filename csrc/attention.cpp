@@ -176,7 +176,9 @@ namespace {
 template <WeightType KV>
 void attend_t(const float* q, const Elem<KV>* K0, const Elem<KV>* V0, int P, const Elem<KV>* K, const Elem<KV>* V,
               int T, int hs, float scale, float* s, float* out) {
-  auto row = [&](const Elem<KV>* shared, const Elem<KV>* own, int i) { return (i < P ? shared : own) + static_cast<size_t>(i) * hs; };
+  auto row = [&](const Elem<KV>* shared, const Elem<KV>* own, int i) {  // position i of K or V
+    return (i < P ? shared : own) + static_cast<size_t>(i) * hs;
+  };
   float m = -INFINITY;
   for (int i = 0; i < T; ++i) {
     const Elem<KV>* k = row(K0, K, i);
