@@ -58,14 +58,18 @@ inline void prefetch_row(const E* row, int hs) {
 // scores are computed instead of after (~1.4x at batch 8 from DRAM).  V goes
 // to L2 only: it is read after the scores, and the few misses a core tracks
 // into L1 are left to K (~7% less attention time at batch 8 on an AVX-512
-// EPYC, over six interleaved runs of each).
-template <WeightType KV>
+// EPYC, over six interleaved runs of each).  Without Prefetch (a prefill,
+// whose rows are in the cache), the prefetches are left out: they were a
+// load per 64 bytes, and a quarter of a prefill's attention time.
+template <WeightType KV, bool Prefetch>
 void scores(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int hs, float scale, float* s) {
   const int hs8 = hs & ~7;
   int i = 0;
   for (; i + 8 <= T; i += 8) {  // 8 keys at a time: 8 independent FMA chains
-    for (int c = 0; c < 8; ++c) prefetch_row<_MM_HINT_T1>(V + static_cast<size_t>(i + c) * hs, hs);
-    for (int c = 16; c < 24 && i + c < T; ++c) prefetch_row(K + static_cast<size_t>(i + c) * hs, hs);
+    if constexpr (Prefetch) {
+      for (int c = 0; c < 8; ++c) prefetch_row<_MM_HINT_T1>(V + static_cast<size_t>(i + c) * hs, hs);
+      for (int c = 16; c < 24 && i + c < T; ++c) prefetch_row(K + static_cast<size_t>(i + c) * hs, hs);
+    }
     __m256 acc[8];
     for (int c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
     for (int d = 0; d < hs8; d += 8) {
@@ -82,7 +86,7 @@ void scores(const float* q, const Elem<KV>* K, const Elem<KV>* V, int T, int hs,
     }
   }
   for (; i < T; ++i) {
-    prefetch_row(V + static_cast<size_t>(i) * hs, hs);
+    if constexpr (Prefetch) prefetch_row(V + static_cast<size_t>(i) * hs, hs);
     const Elem<KV>* k = K + static_cast<size_t>(i) * hs;
     __m256 acc = _mm256_setzero_ps();
     for (int d = 0; d < hs8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8<KV>(k + d), acc);
@@ -121,28 +125,31 @@ float softmax_numerators(float* s, int T) {
   return sum;
 }
 
+// out[d..d + 8R) += sum_i p[i] * V[i, d..d + 8R), the 8R dims held in R
+// registers across all positions.
+template <WeightType KV, int R>
+void accumulate_block(const float* p, const Elem<KV>* V, int T, int hs, int d, float* out) {
+  __m256 acc[R];
+  for (int c = 0; c < R; ++c) acc[c] = _mm256_loadu_ps(out + d + 8 * c);
+  for (int i = 0; i < T; ++i) {
+    const __m256 pi = _mm256_set1_ps(p[i]);
+    const Elem<KV>* v = V + static_cast<size_t>(i) * hs + d;
+    for (int c = 0; c < R; ++c) acc[c] = _mm256_fmadd_ps(pi, load8<KV>(v + 8 * c), acc[c]);
+  }
+  for (int c = 0; c < R; ++c) _mm256_storeu_ps(out + d + 8 * c, acc[c]);
+}
+
 // out[d] += sum_i p[i] * V[i, d], over i in order: from out = 0, the
 // values of T positions; called again with the next positions, it goes on
-// with the same chain of fmas.
+// with the same chain of fmas.  64 dims at a time where they fit: 8
+// independent chains keep both FMA pipes busy (a prefill reads V from L2),
+// and V's rows are read in one pass instead of one per 32 dims.
 template <WeightType KV>
 void accumulate_values(const float* p, const Elem<KV>* V, int T, int hs, float* out) {
   int d = 0;
-  for (; d + 32 <= hs; d += 32) {  // 32 output dims held in 4 registers across all positions
-    __m256 acc[4];
-    for (int c = 0; c < 4; ++c) acc[c] = _mm256_loadu_ps(out + d + 8 * c);
-    for (int i = 0; i < T; ++i) {
-      const __m256 pi = _mm256_set1_ps(p[i]);
-      const Elem<KV>* v = V + static_cast<size_t>(i) * hs + d;
-      for (int c = 0; c < 4; ++c) acc[c] = _mm256_fmadd_ps(pi, load8<KV>(v + 8 * c), acc[c]);
-    }
-    for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + d + 8 * c, acc[c]);
-  }
-  for (; d + 8 <= hs; d += 8) {
-    __m256 acc = _mm256_loadu_ps(out + d);
-    for (int i = 0; i < T; ++i)
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), load8<KV>(V + static_cast<size_t>(i) * hs + d), acc);
-    _mm256_storeu_ps(out + d, acc);
-  }
+  for (; d + 64 <= hs; d += 64) accumulate_block<KV, 8>(p, V, T, hs, d, out);
+  for (; d + 32 <= hs; d += 32) accumulate_block<KV, 4>(p, V, T, hs, d, out);
+  for (; d + 8 <= hs; d += 8) accumulate_block<KV, 1>(p, V, T, hs, d, out);
   for (; d < hs; ++d) {
     float acc = out[d];
     for (int i = 0; i < T; ++i) acc = std::fma(p[i], to_float<KV>(V[static_cast<size_t>(i) * hs + d]), acc);
@@ -154,12 +161,12 @@ void accumulate_values(const float* p, const Elem<KV>* V, int T, int hs, float* 
 // depend on the keys beside it (the same reduction alone or 8 at a time),
 // and the values go on with the same chains, so where the rows are split
 // changes no bit.
-template <WeightType KV>
+template <WeightType KV, bool Prefetch>
 void attend_t(const float* q, const Elem<KV>* K0, const Elem<KV>* V0, int P, const Elem<KV>* K, const Elem<KV>* V,
               int T, int hs, float scale, float* s, float* out) {
   const size_t tail = static_cast<size_t>(P) * hs;
-  scores<KV>(q, K0, V0, P, hs, scale, s);
-  scores<KV>(q, K + tail, V + tail, T - P, hs, scale, s + P);
+  scores<KV, Prefetch>(q, K0, V0, P, hs, scale, s);
+  scores<KV, Prefetch>(q, K + tail, V + tail, T - P, hs, scale, s + P);
   const float inv = 1.0f / softmax_numerators(s, T);
   std::fill(out, out + hs, 0.0f);
   accumulate_values<KV>(s, V0, P, hs, out);
@@ -173,7 +180,7 @@ void attend_t(const float* q, const Elem<KV>* K0, const Elem<KV>* V0, int P, con
 
 namespace {
 
-template <WeightType KV>
+template <WeightType KV, bool>
 void attend_t(const float* q, const Elem<KV>* K0, const Elem<KV>* V0, int P, const Elem<KV>* K, const Elem<KV>* V,
               int T, int hs, float scale, float* s, float* out) {
   auto row = [&](const Elem<KV>* shared, const Elem<KV>* own, int i) {  // position i of K or V
@@ -203,18 +210,17 @@ void attend_t(const float* q, const Elem<KV>* K0, const Elem<KV>* V0, int P, con
 
 #endif
 
-void attend_shared(WeightType kv, const float* q, const void* shared_K, const void* shared_V, int P, const void* K,
-                   const void* V, int T, int hs, float scale, float* scratch, float* out) {
-  with_storage_type(kv, [&](auto type) {
-    using E = Elem<decltype(type)::value>;
-    attend_t<decltype(type)::value>(q, static_cast<const E*>(shared_K), static_cast<const E*>(shared_V), P,
-                                    static_cast<const E*>(K), static_cast<const E*>(V), T, hs, scale, scratch, out);
+void attend(const CachedKV& kv, const float* q, int hs, float scale, float* scratch, float* out) {
+  with_storage_type(kv.type, [&](auto type) {
+    constexpr WeightType T = decltype(type)::value;
+    using E = Elem<T>;
+    const int P = kv.shared_K ? kv.shared : 0;
+    const E *K = static_cast<const E*>(kv.K), *V = static_cast<const E*>(kv.V);
+    const E* K0 = P ? static_cast<const E*>(kv.shared_K) : K;
+    const E* V0 = P ? static_cast<const E*>(kv.shared_V) : V;
+    auto run = kv.cold ? attend_t<T, true> : attend_t<T, false>;
+    run(q, K0, V0, P, K, V, kv.T, hs, scale, scratch, out);
   });
-}
-
-void attend(WeightType kv, const float* q, const void* K, const void* V, int T, int hs, float scale, float* scratch,
-            float* out) {
-  attend_shared(kv, q, K, V, T, K, V, T, hs, scale, scratch, out);
 }
 
 }  // namespace gptfast

@@ -5,19 +5,28 @@
 
 namespace gptfast {
 
-// out (hs) = softmax(scale * q K^T) V over the T cached positions, K and V
-// (T, hs) row-major, stored as `kv` (float32, or 16-bit words widened as they
-// are read); `scratch` holds T floats.  The result for a position does not
-// depend on anything but q and the T rows, so a prefill row equals the
-// incremental step at that position, bit for bit.
-void attend(WeightType kv, const float* q, const void* K, const void* V, int T, int hs, float scale, float* scratch,
-            float* out);
+// The keys and values one query attends over: positions 0..T-1, those
+// below `shared` read from (shared_K, shared_V) and the others from (K, V),
+// each (>= T, hs) row-major, indexed by position, stored as `type` (float32,
+// or 16-bit words widened as they are read).  Sequences sampled from one
+// prompt read its keys and values from one place, so a batch step reads the
+// prompt's cache once, not once per sequence.  `cold`: the rows come from
+// memory (a decoding step), so they are prefetched ahead of use; a prefill
+// reads what it has just written, from the cache, and skips that cost.
+struct CachedKV {
+  WeightType type;
+  const void *K, *V;
+  int T;
+  const void *shared_K = nullptr, *shared_V = nullptr;
+  int shared = 0;
+  bool cold = true;
+};
 
-// The same, bit for bit, with positions 0..P-1 read from (shared_K,
-// shared_V) and P..T-1 from (K, V), both indexed by position: the sequences
-// sampled from one prompt read its keys and values from one place, so a
-// batch step reads the prompt's cache once, not once per sequence.
-void attend_shared(WeightType kv, const float* q, const void* shared_K, const void* shared_V, int P, const void* K,
-                   const void* V, int T, int hs, float scale, float* scratch, float* out);
+// out (hs) = softmax(scale * q K^T) V over the T cached positions;
+// `scratch` holds T floats.  The result for a position does not depend on
+// anything but q and the T rows - not on where they are read from, not on
+// `cold` - so a prefill row equals the incremental step at that position,
+// bit for bit.
+void attend(const CachedKV& kv, const float* q, int hs, float scale, float* scratch, float* out);
 
 }  // namespace gptfast

@@ -237,14 +237,14 @@ void Engine::attention(const std::vector<Row>& rows, int layer, const float* qkv
       const Row& row = rows[t / H];
       const int h = t % H, T = row.pos + 1;
       const float* q = qkv + static_cast<size_t>(t / H) * 3 * I + h * hs;   // (hs)
-      const uint8_t* K = k_cache(layer, row.seq, h);                        // (T, hs) of kv_type_
-      const uint8_t* Vc = v_cache(layer, row.seq, h);                       // (T, hs) of kv_type_
-      float* o = out + static_cast<size_t>(t / H) * I + h * hs;              // (hs)
-      if (row.shared_from >= 0)
-        attend_shared(kv_type_, q, k_cache(layer, row.shared_from, h), v_cache(layer, row.shared_from, h),
-                      row.shared_len, K, Vc, T, hs, scale, s, o);
-      else
-        attend(kv_type_, q, K, Vc, T, hs, scale, s, o);
+      CachedKV kv{kv_type_, k_cache(layer, row.seq, h), v_cache(layer, row.seq, h), T};  // (T, hs) each
+      if (row.shared_from >= 0) {
+        kv.shared_K = k_cache(layer, row.shared_from, h);
+        kv.shared_V = v_cache(layer, row.shared_from, h);
+        kv.shared = row.shared_len;
+      }
+      kv.cold = !row.prefill;
+      attend(kv, q, hs, scale, s, out + static_cast<size_t>(t / H) * I + h * hs);
     }
   });
   times_.attention += seconds_since(t0);
@@ -306,7 +306,7 @@ void Engine::forward_logits(const std::vector<int>& tokens, std::vector<float>& 
   for (int t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= shape_.vocab_size)
       throw std::invalid_argument("token id " + std::to_string(tokens[t]) + " is outside the vocabulary");
-    rows.push_back({0, t, tokens[t]});
+    rows.push_back({0, t, tokens[t], -1, 0, true});
     all[t] = t;
   }
   ensure_cache(1);
@@ -434,7 +434,7 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
           for (Seq* s : {&q, &seqs[twin->seq]}) s->share_from = twin->seq, s->share_len = L - q.start;
           continue;
         }
-        for (int i = q.start; i < L; ++i) rows.push_back({b, i - q.start, q.tokens[i]});
+        for (int i = q.start; i < L; ++i) rows.push_back({b, i - q.start, q.tokens[i], -1, 0, true});
         result.prefill_rows += L - q.start;
         prefilled.push_back({b, static_cast<int>(rows.size()) - 1});
       } else {

@@ -115,10 +115,12 @@ class Engine {
   // One activation row of a forward pass: token `token` of sequence slot
   // `seq` at `pos`, whose keys and values at positions 0..shared_len-1 are
   // read from slot `shared_from` when it is >= 0 (the same values as its own:
-  // see generate()).
+  // see generate()).  `prefill`: a row of a window computed in one pass,
+  // whose keys and values this pass has just written.
   struct Row {
     int seq, pos, token;
     int shared_from = -1, shared_len = 0;
+    bool prefill = false;
   };
 
   // Wall-clock seconds spent in the parts of forward(), accumulated.
