@@ -169,17 +169,6 @@ uint8_t* Engine::cache_at(const HugeBuffer& c, int layer, int seq, int head) {
   return c.get() + slot * shape_.block_size * shape_.head_size() * weight_type_bytes(kv_type_);
 }
 
-// The keys and values at positions 0..rows-1 of sequence slot `from`, in
-// every layer and head, copied to slot `to`.
-void Engine::copy_cache(int from, int to, int rows) {
-  const size_t bytes = static_cast<size_t>(rows) * shape_.head_size() * weight_type_bytes(kv_type_);
-  for (int l = 0; l < shape_.n_layer; ++l)
-    for (int h = 0; h < shape_.n_head; ++h) {
-      std::memcpy(k_cache(l, to, h), k_cache(l, from, h), bytes);
-      std::memcpy(v_cache(l, to, h), v_cache(l, from, h), bytes);
-    }
-}
-
 // sum_c x[c] (Squares = false) or sum_c (x[c] - mean)^2 (true) in double, as
 // 8 interleaved partial sums: eight independent add chains that the compiler
 // turns into vector code.  One running sum is one long chain of dependent
@@ -359,7 +348,7 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
     std::vector<uint8_t> seen;  // ids in tokens (repetition penalty)
     std::vector<int> fresh;     // generated since the last callback
     // When >= 0: the slot whose cache holds this sequence's first share_len
-    // keys and values (copies of each other since a shared prefill).
+    // keys and values (since a prefill shared with it).
     int share_from = -1, share_len = 0;
   };
   std::vector<Seq> seqs(B);
@@ -380,11 +369,7 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
   struct Prefill {
     int seq, logit_row;  // a sequence prefilled in this step, and the row of its logits
   };
-  struct SharedPrefill {
-    int from, to, rows;  // sequence `to` takes the cache of `from`'s prefill
-  };
   std::vector<Prefill> prefilled;
-  std::vector<SharedPrefill> shared;
   std::vector<float> logits;
   std::vector<uint8_t> stop(B);
   std::vector<std::vector<int>> fresh(B);
@@ -400,17 +385,16 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
     // Rows of this step: a whole window for new or sliding sequences, else
     // the last token.  Sequences whose fresh windows hold the same tokens
     // (--num-samples copies of one prompt) share one prefill: the first
-    // computes it, the others copy its keys and values and read its logits.
-    // The same bits as a prefill of their own, since a row's keys, values
-    // and logits depend only on its token, its position and the rows before
-    // it (matvec.h, attention.h).  Then, until one of them slides, they all
-    // read those positions from the first one's cache (the copies are
-    // equal), so a step reads the prompt's keys and values once, not once
-    // per sequence.
+    // computes it, the others take its logits, and until they slide they
+    // all read the window's keys and values from its cache (their own
+    // slots hold only the positions after it).  The same bits as a prefill
+    // of their own, since a row's keys, values and logits depend only on
+    // its token, its position and the rows before it (matvec.h,
+    // attention.h); and a step reads the prompt's keys and values once,
+    // not once per sequence.
     rows.clear();
     logit_rows.clear();
     prefilled.clear();
-    shared.clear();
     for (int b : active) {
       Seq& q = seqs[b];
       const int L = static_cast<int>(q.tokens.size());
@@ -420,7 +404,7 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
       }
       if (q.fresh_window) {
         // Copies that share a prefill advance one token per step together,
-        // so they also slide together: none reads this cache after its rewrite.
+        // so they also slide together: none reads a cache after its rewrite.
         q.fresh_window = false;
         q.share_from = -1;
         auto same_window = [&](const Prefill& p) {
@@ -429,7 +413,6 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
         };
         const auto twin = std::find_if(prefilled.begin(), prefilled.end(), same_window);
         if (twin != prefilled.end()) {
-          shared.push_back({twin->seq, b, L - q.start});
           logit_rows.push_back(twin->logit_row);
           for (Seq* s : {&q, &seqs[twin->seq]}) s->share_from = twin->seq, s->share_len = L - q.start;
           continue;
@@ -444,7 +427,6 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
     }
     logits.resize(active.size() * static_cast<size_t>(V));
     forward(rows, logit_rows, logits.data());
-    for (const SharedPrefill& s : shared) copy_cache(s.from, s.to, s.rows);
 
     // Each row's draw depends only on its own logits, history and counter, so
     // the rows are sampled in parallel (batch 8: 8 sorts of the vocabulary)

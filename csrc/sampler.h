@@ -114,8 +114,8 @@ class Engine {
   };
   // One activation row of a forward pass: token `token` of sequence slot
   // `seq` at `pos`, whose keys and values at positions 0..shared_len-1 are
-  // read from slot `shared_from` when it is >= 0 (the same values as its own:
-  // see generate()).  `prefill`: a row of a window computed in one pass,
+  // read from slot `shared_from` when it is >= 0 (a prefill shared with
+  // other sequences: see generate()).  `prefill`: a row of a window computed in one pass,
   // whose keys and values this pass has just written.
   struct Row {
     int seq, pos, token;
@@ -129,7 +129,6 @@ class Engine {
   };
   void forward(const std::vector<Row>& rows, const std::vector<int>& logit_rows, float* logits);
   void ensure_cache(int sequences);
-  void copy_cache(int from, int to, int rows);
   void layer_norm(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* y, int N) const;
   void linear(const Matrix& W, const std::vector<float>& bias, const float* X, float* Y, int N, Epilogue e);
   void attention(const std::vector<Row>& rows, int layer, const float* qkv, float* out);

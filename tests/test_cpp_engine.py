@@ -300,10 +300,10 @@ def test_batch_equals_each_sequence_alone(slide_model, params, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_identical_prompts_share_one_prefill(slide_model, dtype):
-    """--num-samples copies of a prompt: one prefill, whose keys, values and
-    logits the copies take, then attention over the first copy's cache of
-    the prompt until a slide; the same tokens as each alone, also when the
-    first copy stops early.  Greedy copies stay identical, so their window
+    """--num-samples copies of a prompt: one prefill, whose logits the copies
+    take, then attention over the first copy's cache of the prompt until a
+    slide; the same tokens as each alone, also when the first copy stops
+    early.  Greedy copies stay identical, so their window
     slides are shared too."""
     engine = CppEngine.from_model(slide_model, dtype=dtype, threads=2)
     long, mid, other = list(range(1, 41)), list(range(3, 23)), [2, 3, 4]  # long: a full 32-token window
