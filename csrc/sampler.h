@@ -72,7 +72,7 @@ struct GenerateRequest {
 struct GenerateResult {
   std::vector<std::vector<int>> tokens;  // new tokens per sequence (stop ids excluded)
   std::vector<Finish> finish;
-  int64_t prefill_rows = 0;  // rows run through prefills (prompt + window slides)
+  int64_t prefill_rows = 0;  // rows run through prefills (prompt + window slides; a shared one once)
   double first_token_s = 0;  // seconds until every sequence had its first token
   // Where the time went (seconds of wall clock, all steps).
   double linear_s = 0, attention_s = 0, other_forward_s = 0, sampling_s = 0, callback_s = 0;
