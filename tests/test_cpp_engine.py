@@ -303,8 +303,8 @@ def test_identical_prompts_share_one_prefill(slide_model, dtype):
     """--num-samples copies of a prompt: one prefill, whose logits the copies
     take, then attention over the first copy's cache of the prompt until a
     slide; the same tokens as each alone, also when the first copy stops
-    early.  Greedy copies stay identical, so their window
-    slides are shared too."""
+    early.  Greedy copies stay identical, so their window slides are shared
+    too."""
     engine = CppEngine.from_model(slide_model, dtype=dtype, threads=2)
     long, mid, other = list(range(1, 41)), list(range(3, 23)), [2, 3, 4]  # long: a full 32-token window
     prompts = [mid, long, other, long, mid, mid, long]
