@@ -135,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> tuple:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_input_error("gptfast.train"):
+        from gptfast.training import ddp
         from gptfast.training.loop import train
 
         cfg, resume, progress = config_from_args(args)
@@ -142,6 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         val = f"{result.val_loss:.4f}" if result.val_loss is not None else "-"
         print(f"stopped ({result.stopped}) at iter {result.iter}: val loss {val}, best {result.best_val_loss:.4f}; "
               f"run directory {result.run_dir}")
+    ddp.exit_finished_rank()
 
 
 if __name__ == "__main__":

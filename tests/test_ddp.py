@@ -27,6 +27,7 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
     import os
 
+    from gptfast.training import ddp
     from gptfast.training.config import TrainConfig
     from gptfast.training.loop import train
 
@@ -34,6 +35,7 @@ def _worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     train(TrainConfig(**cfg_dict), progress="quiet", log=lambda m: None)
+    ddp.exit_finished_rank()  # as `python -m gptfast.train` ends a rank
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed gloo backend unavailable")

@@ -87,8 +87,8 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, progress: str = "auto"
         return result
     finally:
         # The DDP wrapper holds the process group too: drop it first, so the
-        # group's threads stop in destroy_process_group and not later, at an
-        # arbitrary point of the interpreter's exit.
+        # group is released in destroy_process_group (gloo can still abort
+        # at the interpreter's exit: see ddp.exit_finished_rank).
         del trainer
         ddp.teardown(dist_info)
 
