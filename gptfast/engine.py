@@ -241,7 +241,9 @@ class CppEngine:
         reproduce sequence i of a batch alone).  stop_strings need `decode`
         (ids -> text) and make the callback run every token.  window_keep:
         tokens kept when the context window slides (default block_size // 2,
-        see gptfast.reference.generate).  After the call, `last_stats` holds
+        see gptfast.reference.generate).  Copies of one prompt (`[ids] * n`)
+        share its prefill and its cached keys and values, with the same
+        tokens as each alone.  After the call, `last_stats` holds
         prefill_rows, first_token_s and where the time went (linear_s,
         attention_s, other_forward_s, sampling_s, callback_s)."""
         params = params or SamplingParams()
