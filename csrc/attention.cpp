@@ -212,13 +212,13 @@ void attend_t(const float* q, const Elem<KV>* K0, const Elem<KV>* V0, int P, con
 
 void attend(const CachedKV& kv, const float* q, int hs, float scale, float* scratch, float* out) {
   with_storage_type(kv.type, [&](auto type) {
-    constexpr WeightType T = decltype(type)::value;
-    using E = Elem<T>;
+    constexpr WeightType KV = decltype(type)::value;
+    using E = Elem<KV>;
     const int P = kv.shared_K ? kv.shared : 0;
     const E *K = static_cast<const E*>(kv.K), *V = static_cast<const E*>(kv.V);
     const E* K0 = P ? static_cast<const E*>(kv.shared_K) : K;
     const E* V0 = P ? static_cast<const E*>(kv.shared_V) : V;
-    auto run = kv.cold ? attend_t<T, true> : attend_t<T, false>;
+    auto run = kv.cold ? attend_t<KV, true> : attend_t<KV, false>;
     run(q, K0, V0, P, K, V, kv.T, hs, scale, scratch, out);
   });
 }

@@ -295,7 +295,7 @@ void Engine::forward_logits(const std::vector<int>& tokens, std::vector<float>& 
   for (int t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= shape_.vocab_size)
       throw std::invalid_argument("token id " + std::to_string(tokens[t]) + " is outside the vocabulary");
-    rows.push_back({0, t, tokens[t], -1, 0, true});
+    rows.push_back({0, t, tokens[t], true});
     all[t] = t;
   }
   ensure_cache(1);
@@ -417,11 +417,11 @@ GenerateResult Engine::generate(const GenerateRequest& req, const StreamCallback
           for (Seq* s : {&q, &seqs[twin->seq]}) s->share_from = twin->seq, s->share_len = L - q.start;
           continue;
         }
-        for (int i = q.start; i < L; ++i) rows.push_back({b, i - q.start, q.tokens[i], -1, 0, true});
+        for (int i = q.start; i < L; ++i) rows.push_back({b, i - q.start, q.tokens[i], true});
         result.prefill_rows += L - q.start;
         prefilled.push_back({b, static_cast<int>(rows.size()) - 1});
       } else {
-        rows.push_back({b, L - 1 - q.start, q.tokens[L - 1], q.share_from, q.share_len});
+        rows.push_back({b, L - 1 - q.start, q.tokens[L - 1], false, q.share_from, q.share_len});
       }
       logit_rows.push_back(static_cast<int>(rows.size()) - 1);
     }

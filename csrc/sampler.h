@@ -113,14 +113,14 @@ class Engine {
     std::vector<float> qkv_b, proj_b, fc_b, fc_proj_b;
   };
   // One activation row of a forward pass: token `token` of sequence slot
-  // `seq` at `pos`, whose keys and values at positions 0..shared_len-1 are
-  // read from slot `shared_from` when it is >= 0 (a prefill shared with
-  // other sequences: see generate()).  `prefill`: a row of a window computed in one pass,
-  // whose keys and values this pass has just written.
+  // `seq` at `pos`.  `prefill`: a row of a window computed in one pass, whose
+  // keys and values this pass has just written.  Keys and values at
+  // positions 0..shared_len-1 are read from slot `shared_from` when it is
+  // >= 0 (a prefill shared with other sequences: see generate()).
   struct Row {
     int seq, pos, token;
-    int shared_from = -1, shared_len = 0;
     bool prefill = false;
+    int shared_from = -1, shared_len = 0;
   };
 
   // Wall-clock seconds spent in the parts of forward(), accumulated.

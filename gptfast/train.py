@@ -143,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         val = f"{result.val_loss:.4f}" if result.val_loss is not None else "-"
         print(f"stopped ({result.stopped}) at iter {result.iter}: val loss {val}, best {result.best_val_loss:.4f}; "
               f"run directory {result.run_dir}")
-    ddp.exit_finished_rank()
+        ddp.exit_finished_rank()
 
 
 if __name__ == "__main__":

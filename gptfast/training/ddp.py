@@ -29,6 +29,11 @@ class DistInfo:
         return self.rank == 0
 
 
+def launched_distributed() -> bool:
+    """Whether this process is one rank of several (set by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def setup(device: str) -> DistInfo:
     """Join the process group when launched by torchrun (or any launcher
     that sets RANK/WORLD_SIZE and MASTER_ADDR/MASTER_PORT)."""
@@ -76,11 +81,6 @@ def barrier(info: DistInfo) -> None:
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def launched_distributed() -> bool:
-    """Whether this process is one rank of several (the rule of setup())."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def exit_finished_rank() -> None:
