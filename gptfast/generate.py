@@ -187,24 +187,28 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         prompt = [int(t) for t in tok.encode(prompt_text, source="<prompt>")] if prompt_text else start_ids(tok)
         stop_ids, stop_strings = _stops(tok, args.stop)
         if args.show_probs:
-            _show_probs(trained, prompt, prompt_text, params, seed, args, stop_ids)
+            _show_probs(trained, prompt, prompt_text, params, seed, args, stop_ids, stop_strings)
             return
         stream = (sys.stdout.isatty() if args.stream is None else args.stream) and not args.json
         _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_strings, stream, args)
 
 
-def _show_probs(trained, prompt, prompt_text, params, seed, args, stop_ids) -> None:
+def _show_probs(trained, prompt, prompt_text, params, seed, args, stop_ids, stop_strings) -> None:
     from gptfast import probs
+    from gptfast.streaming import render
 
     rows = probs.iter_step_probs(trained.model, prompt, args.max_new_tokens, params, seed, args.show_probs, stop_ids)
-    vocab = trained.tokenizer.vocab
+    tok = trained.tokenizer
+    context = prompt if prompt_text else []   # as _generate shows it: decoded with the new tokens
     if args.json:
-        steps = probs.as_json(rows, vocab)
-        text = trained.tokenizer.decode([s["id"] for s in steps])
-        print(json.dumps({"prompt": prompt_text, "text": text, "steps": steps}, ensure_ascii=False))
+        steps = probs.as_json(rows, tok.vocab)
+        chosen = [s["id"] for s in steps]
+        text = render(tok.decode, context, chosen, stop_strings)[0]
+        print(json.dumps({"prompt": prompt_text, "text": text, "completion": tok.decode(chosen), "steps": steps},
+                         ensure_ascii=False))
     else:
-        chosen = probs.write_table(rows, vocab, sys.stdout)
-        print("\n" + (trained.tokenizer.decode(prompt) if prompt_text else "") + trained.tokenizer.decode(chosen))
+        chosen = probs.write_table(rows, tok.vocab, sys.stdout)
+        print("\n" + render(tok.decode, context, chosen, stop_strings)[0])
 
 
 def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_strings, stream, args) -> None:

@@ -142,7 +142,8 @@ def test_piped_stdin_end_to_end(run):
 def test_word_level_generate_joins_prompt_and_words(run, trained, capsys):
     """Plain generation from the word-level run: the prompt and the new
     words are decoded together (a space between them, none before "?"), and
-    streaming prints exactly what batch output prints."""
+    streaming, batch output and --show-probs (table and JSON) print the same
+    text."""
     import json
 
     from gptfast import generate as cli
@@ -158,3 +159,8 @@ def test_word_level_generate_joins_prompt_and_words(run, trained, capsys):
     streamed = capsys.readouterr().out
     cli.main(args + ["--no-stream"])
     assert streamed == capsys.readouterr().out == sample["text"] + "\n"
+    cli.main(args + ["--show-probs", "3"])
+    assert capsys.readouterr().out.endswith("\n\n" + sample["text"] + "\n")   # after the table
+    cli.main(args + ["--show-probs", "3", "--json"])
+    probs = json.loads(capsys.readouterr().out)
+    assert (probs["text"], probs["completion"]) == (sample["text"], sample["completion"])

@@ -87,12 +87,14 @@ def test_show_probs_agrees_with_generate(capsys, run):
     probs = as_json(capsys, run, "--show-probs", 4, *args)
     sample = as_json(capsys, run, *args)["samples"][0]
     assert [s["id"] for s in probs["steps"]] == sample["tokens"]
+    assert (probs["text"], probs["completion"]) == (sample["text"], sample["completion"])
     for s in probs["steps"]:
         ps = [c["prob"] for c in s["candidates"]]
         assert len(ps) <= 4 and ps == sorted(ps, reverse=True) and sum(ps) <= 1 + 1e-9
         assert s["prob"] > 0
     table = main(capsys, "--run", run, "--show-probs", 4, *args).out.splitlines()
     assert table[0].split()[:3] == ["step", "chosen", "p"] and len(table) >= 13
+    assert table[-1] == sample["text"]
 
 
 def test_greedy_show_probs_shows_the_model_distribution(capsys, run):
