@@ -23,6 +23,7 @@ import os
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
+from gptfast.chat_completion import prompt_toolkit_completer
 from gptfast.data.chat import END_TOKEN, UNK_TOKEN, contact_token
 from gptfast.errors import InputError
 from gptfast.sampling import SamplingParams
@@ -86,9 +87,18 @@ class ChatSession:
 
     # ----------------------------------------------------------------- turns
     def say(self, text: str) -> None:
-        """Add the user's message (InputError for characters the model lacks)."""
+        """Add the user's message (InputError for characters the model lacks).
+        An ``<END>`` typed in the line ends a message, as in training: the
+        line becomes one message per piece, empty pieces dropped, so a
+        trailing ``<END>`` is not doubled."""
         body = [int(t) for t in self.tokenizer.encode(text, source="<your message>")]
-        self.history += [self.contact_ids[self.user]] + body + [self.end_id]
+        piece: List[int] = []
+        for t in body + [self.end_id]:
+            if t != self.end_id:
+                piece.append(t)
+            elif piece:
+                self.history += [self.contact_ids[self.user]] + piece + [self.end_id]
+                piece = []
 
     def _draw(self, prompt: List[int], n: int, banned: Sequence[int], stop_ids: Sequence[int] = (),
               callback=None) -> List[int]:
@@ -173,12 +183,11 @@ def line_reader(session: ChatSession) -> Callable[[str], str]:
     if sys.stdin.isatty() and sys.stdout.isatty():
         try:
             from prompt_toolkit import PromptSession
-            from prompt_toolkit.completion import WordCompleter
         except ImportError:
             pass
         else:
             words = list(session.contact_ids) + session.tokenizer.specials + [c.split()[0] for c in COMMANDS]
-            prompt_session = PromptSession(completer=WordCompleter(words, sentence=True))
+            prompt_session = PromptSession(completer=prompt_toolkit_completer(words))
             return lambda prompt: prompt_session.prompt(prompt)
     return input
 

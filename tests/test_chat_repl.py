@@ -94,6 +94,18 @@ def test_history_keeps_the_training_format(trained):
         assert m[0] in contact_ids and m[-1] == end and not contact_ids & set(m[1:-1])
 
 
+def test_an_end_token_typed_in_a_line_ends_a_message(trained):
+    s = session(trained, user="Luis")
+    tok = trained.tokenizer
+    luis, end = s.contact_ids["Luis"], tok.stoi["<END>"]
+    ids = lambda text: [int(t) for t in tok.encode(text)]
+    s.say("muy bien <END>")                       # not doubled
+    assert s.history == [luis] + ids("muy bien") + [end]
+    s.reset()
+    s.say("<END> hola <END><END> a las cinco")    # two messages; the empty ones dropped
+    assert s.history == [luis] + ids("hola") + [end, luis] + ids("a las cinco") + [end]
+
+
 def test_context_is_cut_at_a_message_start(trained):
     s = session(trained, user="Ana", seed=4)
     for text in ["hola a todos, ¿qué tal?", "muy bien", "vamos a la playa", "a las cinco"] * 3:
