@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from gptfast.chat_completion import prompt_toolkit_completer
 from gptfast.data.chat import END_TOKEN, UNK_TOKEN, contact_token
-from gptfast.errors import InputError
+from gptfast.errors import InputError, unknown_words_note
 from gptfast.sampling import SamplingParams
 from gptfast.streaming import TextStream
 
@@ -215,6 +215,8 @@ def run_chat(session: ChatSession, out: TextIO = sys.stdout, err: TextIO = sys.s
                     break
                 continue
             session.say(line)
+            if session.tokenizer.unknown_words(line):
+                err.write(unknown_words_note(session.tokenizer, line, "your message") + "\n")
             session.reply(out)
         except InputError as error:
             err.write(f"error: {error}\n")

@@ -41,3 +41,12 @@ def exit_on_input_error(prog: str) -> Iterator[None]:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def unknown_words_note(tokenizer, text: str, what: str) -> str:
+    """A one-line note for words of `text` that a word-level vocabulary lacks:
+    they are not an error (they read as <UNK>, as in training), but the model
+    cannot tell them apart, so the user should know."""
+    unknown = tokenizer.unknown_words(text)
+    shown = " ".join(unknown[:8]) + (f" (and {len(unknown) - 8} more)" if len(unknown) > 8 else "")
+    return f"note: {what} has words the model's vocabulary lacks; it reads them as {tokenizer.unk_token}: {shown}"

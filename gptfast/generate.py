@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from gptfast.cli import NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, ArgumentParser
 from gptfast.engine import DTYPES, ENGINES
-from gptfast.errors import InputError, exit_on_input_error
+from gptfast.errors import InputError, exit_on_input_error, unknown_words_note
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -185,6 +185,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         from gptfast.training.sample import start_ids
 
         prompt = [int(t) for t in tok.encode(prompt_text, source="<prompt>")] if prompt_text else start_ids(tok)
+        if prompt_text and tok.unknown_words(prompt_text):
+            print(unknown_words_note(tok, prompt_text, "the prompt"), file=sys.stderr)
         stop_ids, stop_strings = _stops(tok, args.stop)
         if args.show_probs:
             _show_probs(trained, prompt, prompt_text, params, seed, args, stop_ids, stop_strings)

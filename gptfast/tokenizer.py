@@ -143,6 +143,12 @@ class Tokenizer:
             return tokens
         return ref.split_tokens(text, self.pattern, self.specials)
 
+    def unknown_words(self, text: str) -> List[str]:
+        """The tokens of `text` that the vocabulary lacks, once each in order
+        of appearance: what `encode` turns into ``<UNK>`` (or rejects, when
+        there is no unknown token)."""
+        return list(dict.fromkeys(t for t in self.split(text) if t not in self.stoi))
+
     def count(self, text: str, threads: Optional[int] = None) -> Dict[str, int]:
         counts = self._scan("count", text, threads or default_threads())
         if counts is not None:

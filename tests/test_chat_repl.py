@@ -106,6 +106,23 @@ def test_an_end_token_typed_in_a_line_ends_a_message(trained):
     assert s.history == [luis] + ids("hola") + [end, luis] + ids("a las cinco") + [end]
 
 
+def test_unknown_words_get_a_note(run, trained, capsys):
+    """Words the vocabulary lacks read as <UNK> (as in training), and the
+    user is told which, once each: in a chat message and in a prompt."""
+    s = session(trained, user="Ana", turns=1, seed=1)
+    lines, err = chat(s, ["hola zorglub a todos zorglub xyzzy"])
+    assert "note: your message has words" in err and err.count("zorglub") == 1 and "xyzzy" in err
+    assert len(lines) == 2 and "<UNK>" not in lines[1]   # your line echoed, then the reply
+    _, err = chat(session(trained, user="Ana"), ["hola a todos"])
+    assert "note:" not in err
+
+    from gptfast import generate as cli
+
+    cli.main(["--run", str(run), "--prompt", "Ana: hola zorglub", "--max-new-tokens", "2"])
+    err = capsys.readouterr().err
+    assert "note: the prompt has words the model's vocabulary lacks; it reads them as <UNK>: zorglub\n" in err
+
+
 def test_context_is_cut_at_a_message_start(trained):
     s = session(trained, user="Ana", seed=4)
     for text in ["hola a todos, ¿qué tal?", "muy bien", "vamos a la playa", "a las cinco"] * 3:
