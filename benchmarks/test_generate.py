@@ -20,7 +20,11 @@ tokens after a 1-token prompt (so the window never slides) with temperature
                  after a 112-token prompt: contexts 112..143, whose mean (~128)
                  is the mean context of the 256-token runs it is compared to.
 Also: weight traffic per token (bytes of every matrix read once per step) in
-GB/s, against a 256 MB numpy copy (read + write) measured in the same run; and
+GB/s, against a 256 MB numpy copy (read + write) measured in the same run;
+all the memory a step reads (weights, and the keys and values attention reads
+from the cache) in GB/s at batch 1 and 8, against a 256 MB read by torch.sum
+on the same threads (the floor a decoding step can reach when nothing stays
+in the cache); and
 the time to first token for a 256-token prompt (prefill + one sample); 8
 samples of a 192-token prompt (one shared prefill, 64 new tokens each)
 against 1; and
@@ -67,6 +71,9 @@ PERF_REPORT = [
     ("C++ fp32 2 threads / 1 thread", "C++ fp32", "C++ fp32 1 thread", None),
     ("C++ fp32 weight GB/s / numpy copy GB/s", "C++ fp32 weights", "numpy copy 256 MB", None),
     ("C++ fp16 weight GB/s / numpy copy GB/s", "C++ fp16 weights", "numpy copy 256 MB", None),
+    ("C++ fp32 memory read GB/s / torch.sum read GB/s", "C++ fp32 memory read", "torch.sum read 256 MB", None),
+    ("C++ fp32 batch 8 memory read GB/s / torch.sum read GB/s", "C++ fp32 batch 8 memory read",
+     "torch.sum read 256 MB", None),
     ("time to first token: torch prefill / C++ fp32", "TTFT torch prefill", "TTFT C++ fp32", None),
     ("word level (20k vocab): temperature 1.0 / greedy", "C++ fp32 word temperature 1.0", "C++ fp32 word greedy", None),
 ]
@@ -101,6 +108,16 @@ def run_cpp(engine: CppEngine, batch: int) -> int:
     return sum(len(g.tokens) for g in out)
 
 
+def bytes_read(engine: CppEngine, batch: int) -> int:
+    """What run_cpp reads from memory: every matrix once per step, and at the
+    step whose context is T positions, T keys and T values per layer and
+    sequence (T = 1..NEW_TOKENS after the 1-token prompt)."""
+    c = engine.config
+    kv_bytes = torch.empty(0, dtype=getattr(torch, engine.kv_dtype)).element_size()
+    cache = batch * c.n_layer * 2 * c.n_embd * kv_bytes * NEW_TOKENS * (NEW_TOKENS + 1) // 2
+    return engine.weight_bytes_per_step * NEW_TOKENS + cache
+
+
 def step_breakdown(engine: CppEngine, benchmark) -> None:
     """Where a decoding step's time went in the last round (ms per step), and
     which kernels the extension was built with (avx512, avx2 or portable)."""
@@ -117,6 +134,7 @@ def test_cpp_batch1(benchmark, perf, engines, dtype, label):
     step_breakdown(engine, benchmark)
     if perf.rate(label, NEW_TOKENS, benchmark, unit="tokens/s") is not None:
         perf.rate(label + " weights", engine.weight_bytes_per_step * NEW_TOKENS / 1e9, benchmark, unit="GB/s")
+        perf.rate(label + " memory read", bytes_read(engine, 1) / 1e9, benchmark, unit="GB/s")
 
 
 @pytest.mark.parametrize("dtype,label", [("float32", "C++ fp32 batch 8"), ("float16", "C++ fp16 batch 8")])
@@ -124,7 +142,8 @@ def test_cpp_batch8(benchmark, perf, engines, dtype, label):
     n = benchmark.pedantic(run_cpp, args=(engines[dtype], 8), **SLOW)
     assert n == 8 * NEW_TOKENS
     step_breakdown(engines[dtype], benchmark)
-    perf.rate(label, 8 * NEW_TOKENS, benchmark, unit="tokens/s")
+    if perf.rate(label, 8 * NEW_TOKENS, benchmark, unit="tokens/s") is not None:
+        perf.rate(label + " memory read", bytes_read(engines[dtype], 8) / 1e9, benchmark, unit="GB/s")
 
 
 def test_cpp_batch8_16bit_cache(benchmark, perf, model):
@@ -187,6 +206,20 @@ def test_numpy_copy_bandwidth(benchmark, perf):
     dst = np.empty_like(src)
     benchmark.pedantic(np.copyto, args=(dst, src), **FAST)
     perf.rate("numpy copy 256 MB", 2 * src.nbytes / 1e9, benchmark, unit="GB/s")  # read + write
+
+
+def test_torch_sum_read_bandwidth(benchmark, perf):
+    """A plain streaming read on the engine's thread count: the bandwidth a
+    step that finds nothing in the cache is bound by (a 62 MB batch-8 step
+    comes close; batch 1's 43 MB of weights partly stay in a 32 MB L3)."""
+    src = torch.ones(64 * 1024 * 1024)  # 256 MB
+
+    def run():
+        with torch_threads(THREADS):
+            return src.sum()
+
+    benchmark.pedantic(run, **FAST)
+    perf.rate("torch.sum read 256 MB", src.numel() * src.element_size() / 1e9, benchmark, unit="GB/s")
 
 
 @pytest.fixture(scope="module")
