@@ -124,7 +124,7 @@ class ChatSession:
             stream = None
             if out is not None:
                 out.write(f"{names[speaker]}: ")
-                stream = TextStream(self.tokenizer.decode, out)
+                stream = TextStream(self.tokenizer.stream_decoder(), out)
             body = self._draw(self.context(), self.max_turn_tokens, not_in_body, stop_ids=[self.end_id],
                               callback=(lambda fresh: stream.feed(fresh[0])) if stream else None)
             self.history += body + [self.end_id]

@@ -1,4 +1,4 @@
-"""Readable text from word-level tokens.
+"""Readable text from word-level tokens, all at once or as they come.
 
 Word-level tokenization drops whitespace, so decoding must put spaces back:
 a space between tokens, except before closing punctuation, after opening
@@ -7,10 +7,16 @@ punctuation (including Spanish ``¿ ¡``), between the digits of a number
 apostrophe inside a word (``don't``).  Straight double quotes alternate
 between opening and closing.  Tokens listed in ``line_breaks`` (the chat
 recipe's ``<END>``) end a line.
+
+A token's piece of text (its leading space, itself, its line break) depends
+on the two tokens before it, the one after it, whether a quote is open and
+whether the text so far ends a line.  So `Detokenizer` turns a token's piece
+final as soon as the next token arrives, and a stream of n tokens costs O(n),
+not the O(n^2) of decoding everything again for each token.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, List, Sequence
 
 NO_SPACE_BEFORE = frozenset(".,;:!?)]}»…%”’")
 NO_SPACE_AFTER = frozenset("¿¡([{«“‘")
@@ -21,30 +27,62 @@ def _is_word(token: str) -> bool:
     return bool(token) and (token[-1].isalnum() or token[-1] == "_")
 
 
-def detokenize(tokens: Sequence[str], line_breaks: Iterable[str] = ()) -> str:
-    line_breaks = frozenset(line_breaks)
-    out: list = []
-    prev = ""
-    open_quote = False
-    for i, tok in enumerate(tokens):
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-        space = bool(out) and not out[-1].endswith("\n")
+class Detokenizer:
+    """Word-level tokens in, text out: `add` returns the text that became
+    final; `pending` is the text of the newest token as it would read if the
+    stream ended now.  All the `add` results plus `pending()` equal
+    `detokenize` of all the tokens."""
+
+    def __init__(self, line_breaks: Iterable[str] = ()):
+        self.line_breaks = frozenset(line_breaks)
+        self.recent: List[str] = []   # the last three tokens: two before the oldest unfinished one, and it
+        self.open_quote = False       # an opening straight quote has no closing one yet
+        self.at_line_start = True     # nothing written yet, or the text ends a line
+
+    def _piece(self, before2: str, prev: str, tok: str, nxt: str) -> str:
+        """The text of `tok` between `prev` (and `before2` before it) and `nxt`."""
+        space = not self.at_line_start
         if tok in NO_SPACE_BEFORE or prev in NO_SPACE_AFTER:
             space = False
         elif tok.isdigit() and prev.isdigit():
             space = False
         elif tok in APOSTROPHES and _is_word(prev) and _is_word(nxt):
             space = False
-        elif prev in APOSTROPHES and _is_word(tok) and i >= 2 and _is_word(tokens[i - 2]):
+        elif prev in APOSTROPHES and _is_word(tok) and _is_word(before2):
             space = False
         elif tok == '"':
-            space = space and not open_quote  # a closing quote hugs the word before it
-        elif prev == '"' and open_quote:
+            space = space and not self.open_quote  # a closing quote hugs the word before it
+        elif prev == '"' and self.open_quote:
             space = False  # an opening quote hugs the word after it
+        return (" " if space else "") + tok + ("\n" if tok in self.line_breaks else "")
+
+    def _finish_oldest(self, nxt: str) -> str:
+        """The piece of the unfinished token now that `nxt` follows it (or
+        nothing does: ""), with the state moved past it."""
+        before2, prev, tok = ([""] * 3 + self.recent)[-3:]
+        piece = self._piece(before2, prev, tok, nxt)
         if tok == '"':
-            open_quote = not open_quote
-        out.append((" " if space else "") + tok)
-        if tok in line_breaks:
-            out.append("\n")
-        prev = tok
-    return "".join(out)
+            self.open_quote = not self.open_quote
+        self.at_line_start = piece.endswith("\n")
+        return piece
+
+    def add(self, tokens: Sequence[str]) -> str:
+        out = []
+        for tok in tokens:
+            if self.recent:
+                out.append(self._finish_oldest(tok))
+            self.recent = (self.recent + [tok])[-3:]
+        return "".join(out)
+
+    def pending(self) -> str:
+        if not self.recent:
+            return ""
+        state = (self.open_quote, self.at_line_start)
+        piece = self._finish_oldest("")
+        self.open_quote, self.at_line_start = state
+        return piece
+
+
+def detokenize(tokens: Sequence[str], line_breaks: Iterable[str] = ()) -> str:
+    d = Detokenizer(line_breaks)
+    return d.add(tokens) + d.pending()

@@ -231,7 +231,7 @@ def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_str
         for i in range(args.num_samples):
             if i:
                 print("-" * 40)
-            printer = TextStream(tok.decode, sys.stdout, stop_strings, context)
+            printer = TextStream(tok.stream_decoder(), sys.stdout, stop_strings, context)
             out = engine.generate([prompt], args.max_new_tokens, params, seed, seq_ids=[i], **common,
                                   callback=lambda fresh: (mark_first(fresh), printer.feed(fresh[0]))[-1])
             printer.finish()

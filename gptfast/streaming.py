@@ -5,11 +5,11 @@ The prompt is decoded together with the new tokens: word-level decoding puts
 the space between two words, so decoding them apart would glue the first new
 word to the prompt.  Stop strings are looked for in the new text only.
 
-Word-level detokenization also looks one token ahead (an apostrophe between
-two words hugs both) and decides each token's leading space from its
-neighbours, so the text of the newest token is not final until the next one
-arrives.  `TextStream` therefore holds back the newest token's piece (and any
-partial stop string) and prints the rest; `finish` prints what is left.
+Word-level detokenization looks one token ahead (an apostrophe between two
+words hugs both), so the text of the newest token is not final until the
+next one arrives.  `TextStream` prints only final text, less the longest
+partial stop string at its end, from a stream decoder (Tokenizer.stream_decoder):
+each token costs the same however long the stream has run.
 """
 from __future__ import annotations
 
@@ -30,41 +30,56 @@ def render(decode: Decode, context: Sequence[int], tokens: Sequence[int],
 
 class TextStream:
     """Prints render(decode, context, tokens so far) incrementally to `out`,
-    the context's text included."""
+    the context's text included; `decoder` is a fresh
+    Tokenizer.stream_decoder()."""
 
-    def __init__(self, decode: Decode, out: TextIO, stop_strings: Sequence[str] = (),
-                 context: Sequence[int] = ()):
-        self.decode = decode
+    def __init__(self, decoder, out: TextIO, stop_strings: Sequence[str] = (), context: Sequence[int] = ()):
+        self.decoder = decoder
         self.out = out
         self.stop_strings = [s for s in stop_strings if s]
-        self.context = list(context)
-        self.tokens: List[int] = []
-        self.printed = ""
+        # A stop string that begins in the final text may end in text still to
+        # come: this many final characters wait before they are printed.
+        self.hold = max((len(s) - 1 for s in self.stop_strings), default=0)
+        self.shown: List[str] = []            # what was printed, in pieces
+        self.unprinted = decoder.add(context)  # final text not printed yet, from offset `printed`
+        self.printed = 0
+        self.start = len(self.unprinted) + len(decoder.pending())   # where the new text begins
         self.stopped = False   # a stop string was reached: nothing more is printed
 
     def _emit(self, text: str) -> None:
-        if text.startswith(self.printed) and len(text) > len(self.printed):
-            self.out.write(text[len(self.printed):])
+        if text:
+            self.out.write(text)
             self.out.flush()
-            self.printed = text
+            self.shown.append(text)
+            self.printed += len(text)
+
+    def _cut_at_stop(self, text: str) -> int:
+        """Where in `text` (which begins at offset `printed`) the first stop
+        string after the context begins, or -1."""
+        begin = max(0, self.start - self.printed)
+        cuts = [i for i in (text.find(s, begin) for s in self.stop_strings) if i >= 0]
+        return min(cuts) if cuts else -1
 
     def feed(self, new_tokens: Sequence[int]) -> None:
-        if self.stopped or not new_tokens:
+        if self.stopped or not len(new_tokens):
             return
-        self.tokens.extend(int(t) for t in new_tokens)
-        text, self.stopped = render(self.decode, self.context, self.tokens, self.stop_strings)
-        if self.stopped:
-            self._emit(text)
+        self.unprinted += self.decoder.add(new_tokens)
+        text = self.unprinted + self.decoder.pending()
+        cut = self._cut_at_stop(text) if self.stop_strings else -1
+        if cut >= 0:
+            self.stopped = True
+            self._emit(text[:cut])
+            self.unprinted = ""
             return
-        # Hold back the newest token's piece (at most its text, a space and a
-        # line break) and the longest prefix of a stop string at the end.
-        hold = len(self.decode(self.tokens[-1:])) + 2
-        for s in self.stop_strings:
-            hold = max(hold, len(s) - 1)
-        self._emit(text[: max(0, len(text) - hold)])
+        ready = max(0, len(self.unprinted) - self.hold)
+        self._emit(self.unprinted[:ready])
+        self.unprinted = self.unprinted[ready:]
 
     def finish(self) -> str:
         """Print the rest; returns the whole text shown."""
-        text, _ = render(self.decode, self.context, self.tokens, self.stop_strings)
-        self._emit(text)
-        return text
+        if not self.stopped:
+            text = self.unprinted + self.decoder.pending()
+            cut = self._cut_at_stop(text) if self.stop_strings else -1
+            self._emit(text if cut < 0 else text[:cut])
+            self.unprinted, self.stopped = "", True
+        return "".join(self.shown)

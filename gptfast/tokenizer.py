@@ -28,7 +28,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from gptfast import _backend
-from gptfast.detokenize import detokenize
+from gptfast.detokenize import Detokenizer, detokenize
 from gptfast.errors import InputError
 from gptfast.reference import tokenizer as ref
 from gptfast.token_program import try_compile
@@ -216,6 +216,11 @@ class Tokenizer:
             return "".join(tokens)
         return detokenize(tokens, self.line_breaks)
 
+    def stream_decoder(self) -> "StreamDecoder":
+        """Decodes ids as they come, in O(1) per id: `add(ids)` returns the
+        text that became final, `pending()` the rest of decode(all ids so far)."""
+        return StreamDecoder(self.vocab, None if self.kind == "char" else Detokenizer(self.line_breaks))
+
     # -------------------------------------------------------- serialization
     def to_dict(self) -> dict:
         return {
@@ -300,3 +305,19 @@ def _make_scanner(pattern: str, specials: Sequence[str], backend: str):
             )
         return None
     return native.Scanner(program.as_tuples(), program.separators)
+
+
+class StreamDecoder:
+    """Tokenizer.stream_decoder(): characters are final at once; words wait
+    for the next word (see gptfast.detokenize)."""
+
+    def __init__(self, vocab: Sequence[str], words: Optional[Detokenizer]):
+        self.vocab = vocab
+        self.words = words
+
+    def add(self, ids: Iterable[int]) -> str:
+        tokens = [self.vocab[int(i)] for i in ids]
+        return self.words.add(tokens) if self.words is not None else "".join(tokens)
+
+    def pending(self) -> str:
+        return self.words.pending() if self.words is not None else ""

@@ -148,6 +148,9 @@ def test_checkpoint_choice_and_fallback(run, tmp_path):
     assert load_trained(tmp_path / "only-last").path.name == "last"
 
 
+STREAM_TEXT = "¿Qué? Dijo: \"l'homme\" (no), ¡sí! 3.14 d'Artagnan's end.\nOtra línea, ok. Dijo: \"sí\"."
+
+
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_text_stream_prints_exactly_the_final_text(kind):
     """Fed one token at a time, the stream prints decode(all tokens) and
@@ -157,13 +160,40 @@ def test_text_stream_prints_exactly_the_final_text(kind):
     from gptfast.streaming import TextStream
     from gptfast.tokenizer import Tokenizer
 
-    text = "¿Qué? Dijo: \"l'homme\" (no), ¡sí! 3.14 d'Artagnan's end.\nOtra línea, ok."
-    tok = Tokenizer.fit(text, kind=kind)
-    ids = [int(i) for i in tok.encode(text)]
+    tok = Tokenizer.fit(STREAM_TEXT, kind=kind)
+    ids = [int(i) for i in tok.encode(STREAM_TEXT)]
     out = io.StringIO()
-    stream = TextStream(tok.decode, out)
+    stream = TextStream(tok.stream_decoder(), out)
     for t in ids:
         stream.feed([t])
         assert tok.decode(ids).startswith(out.getvalue())
-    stream.finish()
-    assert out.getvalue() == tok.decode(ids)
+    assert stream.finish() == out.getvalue() == tok.decode(ids)
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+@pytest.mark.parametrize("stops", [[], ["Dijo"], ["sí", "ok."], ["\"\n"], ["end.\nOtra"], ["nowhere"]])
+def test_text_stream_equals_render_in_any_chunks(kind, stops):
+    """A context (its text printed, never searched for stops), stop strings
+    that span tokens, and random chunk sizes: the stream prints what render
+    returns for the same tokens, and nothing it would take back."""
+    import io
+    import random
+
+    from gptfast.streaming import TextStream, render
+    from gptfast.tokenizer import Tokenizer
+
+    tok = Tokenizer.fit(STREAM_TEXT, kind=kind)
+    ids = [int(i) for i in tok.encode(STREAM_TEXT)]
+    rng = random.Random(len(stops) + len(kind))
+    for cut in (0, 1, 5, len(ids) // 2):
+        context, tokens = ids[:cut], ids[cut:]
+        expected, _ = render(tok.decode, context, tokens, stops)
+        out = io.StringIO()
+        stream = TextStream(tok.stream_decoder(), out, stops, context)
+        i = 0
+        while i < len(tokens):
+            n = rng.randint(1, 4)
+            stream.feed(tokens[i:i + n])
+            i += n
+            assert expected.startswith(out.getvalue())
+        assert stream.finish() == out.getvalue() == expected
