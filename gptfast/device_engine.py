@@ -31,9 +31,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from gptfast.device_sampling import sample_tensor
-from gptfast.engine import Generation, StreamCallback, _finish, _StopStrings, _wrap_callback
+from gptfast.engine import Generation, StreamCallback, _finish, _stop_strings, _wrap_callback
 from gptfast.reference.generate import default_window_keep, next_window_start
-from gptfast.sampling import SamplingError, SamplingParams
+from gptfast.sampling import SamplingParams
 
 DEFAULT_SYNC_EVERY = 16
 
@@ -58,16 +58,15 @@ class DeviceEngine:
                  params: Optional[SamplingParams] = None, seed: int = 0, *,
                  callback: Optional[StreamCallback] = None, callback_every: int = DEFAULT_SYNC_EVERY,
                  stop_ids: Sequence[int] = (), stop_strings: Sequence[str] = (), decode=None,
-                 seq_ids: Optional[Sequence[int]] = None, window_keep: Optional[int] = None) -> List[Generation]:
+                 stream_decoder=None, seq_ids: Optional[Sequence[int]] = None,
+                 window_keep: Optional[int] = None) -> List[Generation]:
         """The interface of `gptfast.engine.CppEngine.generate`."""
         params = params or SamplingParams()
         params.check_vocab(self.config.vocab_size)
-        if stop_strings and decode is None:
-            raise SamplingError("stop_strings need a decode function (token ids -> text)")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         B = len(prompts)
-        stops = _StopStrings(list(stop_strings), decode, B) if stop_strings else None
+        stops = _stop_strings(stop_strings, B, decode, stream_decoder)
         cb = _wrap_callback(callback, stops)
         seq_ids = list(seq_ids) if seq_ids is not None else list(range(B))
         keep = default_window_keep(self.config.block_size) if window_keep is None else window_keep

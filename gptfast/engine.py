@@ -29,8 +29,9 @@ This module owns the policy around it:
 from __future__ import annotations
 
 import copy
+import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -41,6 +42,7 @@ from gptfast import _backend
 from gptfast.reference.generate import default_window_keep, iter_kv_tokens, iter_naive_tokens
 from gptfast.sampling import SamplingParams, SamplingError, MASK64
 from gptfast.sampling import sample_from_logits as python_sample_from_logits
+from gptfast.streaming import TextStream
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -62,35 +64,54 @@ class Generation:
     text: Optional[str] = None  # decode(tokens), cut at a stop string; None without `decode`
 
 
-@dataclass
+class _RedecodeAll:
+    """A stream decoder (see Tokenizer.stream_decoder) made of a plain decode
+    function: it decodes the whole sequence again at every look, so a stream
+    of n tokens costs O(n^2).  For callers that pass only `decode`."""
+
+    def __init__(self, decode: Callable[[List[int]], str]):
+        self.decode = decode
+        self.ids: List[int] = []
+
+    def add(self, ids: Sequence[int]) -> str:
+        self.ids.extend(ids)
+        return ""
+
+    def pending(self) -> str:
+        return self.decode(self.ids)
+
+
 class _StopStrings:
-    """Stop-string and text bookkeeping of one generate call (callback_every=1)."""
+    """Stop-string bookkeeping of one generate call (callback_every=1): one
+    TextStream per sequence, printing nowhere, tells when its text reaches a
+    stop string and what the text is up to it."""
 
-    stop_strings: Sequence[str]
-    decode: Callable[[List[int]], str]
-    B: int
-    tokens: List[List[int]] = field(default_factory=list)
-    cut: List[Optional[int]] = field(default_factory=list)   # text length to keep, once stopped
-    n_tokens: List[Optional[int]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.tokens = [[] for _ in range(self.B)]
-        self.cut = [None] * self.B
-        self.n_tokens = [None] * self.B
+    def __init__(self, stop_strings: Sequence[str], B: int, new_decoder: Callable[[], object]):
+        self.streams = [TextStream(new_decoder(), io.StringIO(), stop_strings) for _ in range(B)]
+        self.seen = [0] * B                             # tokens fed per sequence
+        self.n_tokens: List[Optional[int]] = [None] * B   # tokens kept, once stopped
 
     def feed(self, fresh: List[List[int]]) -> List[int]:
         """Adds the new tokens; returns the sequences that just hit a stop string."""
         hit = []
         for b, new in enumerate(fresh):
-            if not new or self.cut[b] is not None:
+            if not new or self.n_tokens[b] is not None:
                 continue
-            self.tokens[b].extend(new)
-            text = self.decode(self.tokens[b])
-            found = [i for i in (text.find(s) for s in self.stop_strings) if i >= 0]
-            if found:
-                self.cut[b], self.n_tokens[b] = min(found), len(self.tokens[b])
+            self.streams[b].feed(new)
+            self.seen[b] += len(new)
+            if self.streams[b].stopped:
+                self.n_tokens[b] = self.seen[b]
                 hit.append(b)
         return hit
+
+
+def _stop_strings(stop_strings: Sequence[str], B: int, decode, stream_decoder) -> Optional[_StopStrings]:
+    """The generate calls' shared checks: stop strings need a way to decode."""
+    if not stop_strings:
+        return None
+    if decode is None:
+        raise SamplingError("stop_strings need a decode function (token ids -> text)")
+    return _StopStrings(list(stop_strings), B, stream_decoder or (lambda: _RedecodeAll(decode)))
 
 
 def _wrap_callback(callback: Optional[StreamCallback], stops: Optional[_StopStrings]):
@@ -111,9 +132,9 @@ def _finish(raw_tokens, reasons, stops: Optional[_StopStrings], decode) -> List[
     out = []
     for b, (tokens, reason) in enumerate(zip(raw_tokens, reasons)):
         text = None
-        if stops is not None and stops.cut[b] is not None:
+        if stops is not None and stops.n_tokens[b] is not None:
             tokens, reason = list(tokens[: stops.n_tokens[b]]), "stop_string"
-            text = decode(tokens)[: stops.cut[b]]
+            text = stops.streams[b].finish()
         elif decode is not None:
             text = decode(list(tokens))
         out.append(Generation(list(tokens), reason, text))
@@ -232,14 +253,16 @@ class CppEngine:
                  params: Optional[SamplingParams] = None, seed: int = 0, *,
                  callback: Optional[StreamCallback] = None, callback_every: int = 1,
                  stop_ids: Sequence[int] = (), stop_strings: Sequence[str] = (),
-                 decode: Optional[Callable[[List[int]], str]] = None,
+                 decode: Optional[Callable[[List[int]], str]] = None, stream_decoder: Optional[Callable] = None,
                  seq_ids: Optional[Sequence[int]] = None, window_keep: Optional[int] = None) -> List[Generation]:
         """Continue every prompt (lists of token ids) by up to max_new_tokens.
 
         seed: the sampling seed; token `step` of sequence b draws
         uniform(seed, seq_ids[b], step) (seq_ids default 0..B-1: pass [i] to
         reproduce sequence i of a batch alone).  stop_strings need `decode`
-        (ids -> text) and make the callback run every token.  window_keep:
+        (ids -> text) and make the callback run every token; pass
+        `stream_decoder=tokenizer.stream_decoder` too, or each check decodes
+        the whole sequence again (O(n^2) over a long run).  window_keep:
         tokens kept when the context window slides (default block_size // 2,
         see gptfast.reference.generate).  Copies of one prompt (`[ids] * n`)
         share its prefill and its cached keys and values, with the same
@@ -248,9 +271,7 @@ class CppEngine:
         attention_s, other_forward_s, sampling_s, callback_s)."""
         params = params or SamplingParams()
         params.check_vocab(self.config.vocab_size)
-        if stop_strings and decode is None:
-            raise SamplingError("stop_strings need a decode function (token ids -> text)")
-        stops = _StopStrings(list(stop_strings), decode, len(prompts)) if stop_strings else None
+        stops = _stop_strings(stop_strings, len(prompts), decode, stream_decoder)
         cpp_params = self._core_params(params)
         tokens, reasons, stats = self._core.generate(
             [[int(t) for t in p] for p in prompts], int(max_new_tokens), cpp_params, int(seed) & MASK64,
@@ -291,13 +312,12 @@ class TorchEngine:
             return self.model(idx)[0][0].float().cpu().numpy()
 
     def generate(self, prompts, max_new_tokens, params=None, seed=0, *, callback=None, callback_every=1,
-                 stop_ids=(), stop_strings=(), decode=None, seq_ids=None, window_keep=None) -> List[Generation]:
+                 stop_ids=(), stop_strings=(), decode=None, stream_decoder=None, seq_ids=None,
+                 window_keep=None) -> List[Generation]:
         params = params or SamplingParams()
         params.check_vocab(self.config.vocab_size)
-        if stop_strings and decode is None:
-            raise SamplingError("stop_strings need a decode function (token ids -> text)")
         B = len(prompts)
-        stops = _StopStrings(list(stop_strings), decode, B) if stop_strings else None
+        stops = _stop_strings(stop_strings, B, decode, stream_decoder)
         cb = _wrap_callback(callback, stops)
         every = 1 if stops else max(1, int(callback_every))
         tokens: List[List[int]] = [[] for _ in range(B)]

@@ -217,7 +217,8 @@ def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_str
     from gptfast.streaming import TextStream, render
 
     context = prompt if prompt_text else []   # shown with each sample (not the implicit start token)
-    common = dict(stop_ids=stop_ids, stop_strings=stop_strings, decode=tok.decode)
+    common = dict(stop_ids=stop_ids, stop_strings=stop_strings, decode=tok.decode,
+                  stream_decoder=tok.stream_decoder)
     first_token = []
     t0 = time.perf_counter()
 

@@ -123,6 +123,25 @@ def test_unknown_words_get_a_note(run, trained, capsys):
     assert "note: the prompt has words the model's vocabulary lacks; it reads them as <UNK>: zorglub\n" in err
 
 
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+def test_stop_strings_across_words_with_a_stream_decoder(trained, engine):
+    """Stop strings that span words (their space included), checked with the
+    tokenizer's stream decoder (O(1) per token) and by decoding everything
+    again: the same tokens, reason and text, cut where the free text has it."""
+    tok = trained.tokenizer
+    e = make_engine(engine, trained.model)
+    params = SamplingParams(temperature=1.0)
+    free = e.generate([[1]], 60, params, seed=5, decode=tok.decode)[0]
+    space = free.text.index(" ", 10)
+    stops = [free.text[space - 2:space + 3], "zzz"]          # the end of a word, a space, a start
+    at = free.text.index(stops[0])
+    fast, slow = (e.generate([[1]], 60, params, seed=5, decode=tok.decode, stop_strings=stops, **kw)[0]
+                  for kw in ({"stream_decoder": tok.stream_decoder}, {}))
+    assert (fast.tokens, fast.finish_reason, fast.text) == (slow.tokens, slow.finish_reason, slow.text)
+    assert fast.finish_reason == "stop_string" and fast.text == free.text[:at]
+    assert free.tokens[:len(fast.tokens)] == fast.tokens and len(tok.decode(fast.tokens)) >= at + len(stops[0])
+
+
 def test_context_is_cut_at_a_message_start(trained):
     s = session(trained, user="Ana", seed=4)
     for text in ["hola a todos, ¿qué tal?", "muy bien", "vamos a la playa", "a las cinco"] * 3:
