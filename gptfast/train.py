@@ -140,7 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
         cfg, resume, progress = config_from_args(args)
         result = train(cfg, resume=resume, progress=progress)
-        val = f"{result.val_loss:.4f}" if result.val_loss is not None else "-"
+        val = "-" if result.val_loss is None else (f"{result.val_loss:.4f}" if result.val_iter == result.iter
+                                                     else f"{result.val_loss:.4f} (at iter {result.val_iter})")
         print(f"stopped ({result.stopped}) at iter {result.iter}: val loss {val}, best {result.best_val_loss:.4f}; "
               f"run directory {result.run_dir}")
         ddp.exit_finished_rank()

@@ -54,6 +54,7 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
 
     part = train(tiny_config(data_dir, tmp_path / "part", **changes), on_step=stop_at_7, **QUIET)
     assert part.stopped == "interrupted" and part.iter == 7
+    assert (part.val_iter, full.val_iter) == (4, 12)            # the loss reported is that of the last evaluation
     assert part.losses == full.losses[:7]
     resumed = train(tiny_config(data_dir, tmp_path / "part", **changes), resume=str(tmp_path / "part"), **QUIET)
     assert resumed.iter == 12

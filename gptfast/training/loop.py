@@ -63,6 +63,7 @@ class TrainResult:
     model: GPT                   # the trained (uncompiled, unwrapped) model, in eval mode
     tokenizer: object
     losses: List[float]          # the train loss of every step run by this process
+    val_iter: Optional[int] = None   # the iter val_loss was measured at (the last evaluation)
 
 
 def default_run_dir(cfg: TrainConfig, data_name: str) -> Path:
@@ -311,13 +312,13 @@ class Trainer:
         progress = Progress(self.progress_mode, self.start_iter, cfg.max_iters, enabled=main)
         deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
         old_handler = self._install_sigint()
-        step, losses, val_loss = self.start_iter, [], None
+        step, losses, val_loss, val_iter = self.start_iter, [], None, None
         t_log, steps_since_log = time.perf_counter(), 0
         t_start = time.perf_counter()
         try:
             while True:
                 if (step % cfg.eval_interval == 0 or step == cfg.max_iters) and not (step == self.start_iter and self.start_iter):
-                    val_loss = self._eval_and_save(step, progress, t_start)
+                    val_loss, val_iter = self._eval_and_save(step, progress, t_start), step
                     t_log = time.perf_counter()  # tokens/s measures training only
                 if step >= cfg.max_iters:
                     self.stop_reason = "max_iters"
@@ -326,7 +327,7 @@ class Trainer:
                     self.request_stop("max_minutes")
                 if self._agree_stop():
                     if self.stop_reason == "max_minutes":  # a budgeted run ends with its figures
-                        val_loss = self._eval_and_save(step, progress, t_start)
+                        val_loss, val_iter = self._eval_and_save(step, progress, t_start), step
                     else:
                         self.save(step, val_loss, best=False)
                         progress.message(f"interrupted: checkpoint saved at iter {step} in {self.run_dir / 'last'}")
@@ -355,7 +356,7 @@ class Trainer:
         self.model.eval()
         best = self.best_val if math.isfinite(self.best_val) else math.inf
         return TrainResult(self.run_dir, step, best, val_loss, self.stop_reason or "max_iters",
-                           self.model, self.tokenizer, losses)
+                           self.model, self.tokenizer, losses, val_iter)
 
     def _train_step(self, step: int) -> float:
         cfg = self.cfg
