@@ -125,8 +125,21 @@ class ChatSession:
             if out is not None:
                 out.write(f"{names[speaker]}: ")
                 stream = TextStream(self.tokenizer.stream_decoder(), out)
-            body = self._draw(self.context(), self.max_turn_tokens, not_in_body, stop_ids=[self.end_id],
-                              callback=(lambda fresh: stream.feed(fresh[0])) if stream else None)
+            drawn: List[int] = []   # the body so far, as it streams
+
+            def on_tokens(fresh, stream=stream, drawn=drawn):
+                drawn.extend(fresh[0])
+                if stream is not None:
+                    stream.feed(fresh[0])
+
+            try:
+                body = self._draw(self.context(), self.max_turn_tokens, not_in_body, stop_ids=[self.end_id],
+                                  callback=on_tokens)
+            except KeyboardInterrupt:  # Ctrl-C: the cut message still ends as training's messages do
+                self.history += drawn + [self.end_id]
+                if stream is not None:
+                    stream.finish()
+                raise
             self.history += body + [self.end_id]
             text = self.tokenizer.decode(body).strip()
             if stream is not None:

@@ -77,11 +77,10 @@ def test_unknown_words_never_come_back_as_unk(trained):
     assert "<UNK>" not in model_tokens                     # ...the model's never
 
 
-def test_history_keeps_the_training_format(trained):
-    s = session(trained, user="Marta", turns=1, seed=3, max_turn_tokens=3)
-    chat(s, ["hola", "perfecto"])
-    tok = trained.tokenizer
-    end = tok.stoi["<END>"]
+def training_format_messages(s: ChatSession) -> list:
+    """The session's history as its messages, each checked to be what
+    training saw: a contact token, a body without contacts, <END>."""
+    end = s.tokenizer.stoi["<END>"]
     contact_ids = set(s.contact_ids.values())
     messages, current = [], []
     for t in s.history:
@@ -89,9 +88,16 @@ def test_history_keeps_the_training_format(trained):
         if t == end:
             messages.append(current)
             current = []
-    assert current == [] and len(messages) == 4
-    for m in messages:   # contact token, body without contacts, <END>
+    assert current == []
+    for m in messages:
         assert m[0] in contact_ids and m[-1] == end and not contact_ids & set(m[1:-1])
+    return messages
+
+
+def test_history_keeps_the_training_format(trained):
+    s = session(trained, user="Marta", turns=1, seed=3, max_turn_tokens=3)
+    chat(s, ["hola", "perfecto"])
+    assert len(training_format_messages(s)) == 4
 
 
 def test_an_end_token_typed_in_a_line_ends_a_message(trained):
@@ -140,6 +146,38 @@ def test_stop_strings_across_words_with_a_stream_decoder(trained, engine):
     assert (fast.tokens, fast.finish_reason, fast.text) == (slow.tokens, slow.finish_reason, slow.text)
     assert fast.finish_reason == "stop_string" and fast.text == free.text[:at]
     assert free.tokens[:len(fast.tokens)] == fast.tokens and len(tok.decode(fast.tokens)) >= at + len(stops[0])
+
+
+def test_ctrl_c_during_a_reply_keeps_the_training_format(trained):
+    """Ctrl-C while the model writes cuts that reply where it was, ends it
+    with <END> in the history (no dangling speaker token), and the session
+    goes on with the next line."""
+    s = session(trained, user="Ana", turns=2, seed=2, max_turn_tokens=12)
+    engine_generate = s.engine.generate
+
+    def interrupted_body(*args, callback=None, stop_ids=(), **kw):
+        if not stop_ids:  # the speaker's draw: as usual
+            return engine_generate(*args, callback=callback, stop_ids=stop_ids, **kw)
+
+        def cut_after_3(fresh):
+            callback(fresh)
+            if len(drawn) + len(fresh[0]) >= 3:
+                raise KeyboardInterrupt
+            drawn.extend(fresh[0])
+        drawn = []
+        return engine_generate(*args, callback=cut_after_3, stop_ids=stop_ids, **kw)
+
+    s.engine.generate = interrupted_body
+    lines, _ = chat(s, ["hola"])
+    s.engine.generate = engine_generate
+    messages = training_format_messages(s)
+    assert len(messages) == 2 and len(messages[1]) == 1 + 3 + 1   # yours; a speaker, 3 words, <END>
+    assert messages[1][0] != s.contact_ids["Ana"]
+    assert len(lines) == 2                       # your line, and the cut reply (the second turn not drawn)
+    speaker = next(c for c, i in s.contact_ids.items() if i == messages[1][0])
+    assert lines[1] == f"{speaker}: {s.tokenizer.decode(messages[1][1:4])}"
+    chat(s, ["muy bien"])                        # the session goes on
+    assert len(training_format_messages(s)) == 2 + 1 + 2
 
 
 def test_context_is_cut_at_a_message_start(trained):
