@@ -227,17 +227,20 @@ def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_str
             first_token.append(time.perf_counter() - t0)
 
     if stream:
-        # One sample after another (seq_ids keeps each one what it would be in a batch).
-        results = []
-        for i in range(args.num_samples):
-            if i:
-                print("-" * 40)
-            printer = TextStream(tok.stream_decoder(), sys.stdout, stop_strings, context)
-            out = engine.generate([prompt], args.max_new_tokens, params, seed, seq_ids=[i], **common,
-                                  callback=lambda fresh: (mark_first(fresh), printer.feed(fresh[0]))[-1])
-            printer.finish()
-            sys.stdout.write("\n")
-            results += out
+        # The samples run as one batch (copies of the prompt share its prefill);
+        # the first streams as it comes and the others follow when the batch ends.
+        printer = TextStream(tok.stream_decoder(), sys.stdout, stop_strings, context)
+
+        def show_first_sample(fresh):
+            mark_first(fresh)
+            printer.feed(fresh[0])
+
+        results = engine.generate([prompt] * args.num_samples, args.max_new_tokens, params, seed,
+                                  callback=show_first_sample, **common)
+        printer.finish()
+        sys.stdout.write("\n")
+        for r in results[1:]:
+            print("-" * 40 + "\n" + render(tok.decode, context, r.tokens, stop_strings)[0])
     else:
         # The C++ engine times its first token itself; a per-token callback would only slow it.
         results = engine.generate([prompt] * args.num_samples, args.max_new_tokens, params, seed,

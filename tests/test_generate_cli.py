@@ -63,12 +63,18 @@ def test_json_output(capsys, run):
     assert other["samples"] != out["samples"]
 
 
-def test_streaming_prints_what_the_batch_prints(capsys, run):
-    args = ["--run", run, "--prompt", "Dime ", "--max-new-tokens", 30, "--num-samples", 2, "--seed", 4]
-    streamed = main(capsys, *args, "--stream")
-    batched = main(capsys, *args, "--no-stream")
-    assert streamed.out == batched.out
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+@pytest.mark.parametrize("stop", [[], ["--stop", "e"]])
+def test_streaming_prints_what_the_batch_prints(capsys, run, engine, stop):
+    """Streaming shows the first sample as it comes and the others after the
+    batch: the same text as --no-stream, and as one sample at a time."""
+    args = ["--run", run, "--engine", engine, "--prompt", "Dime ", "--max-new-tokens", 30, "--seed", 4, *stop]
+    streamed = main(capsys, *args, "--num-samples", 3, "--stream")
+    batched = main(capsys, *args, "--num-samples", 3, "--no-stream")
+    assert streamed.out == batched.out and streamed.out.count("-" * 40) == 2
     assert "tokens/s" in streamed.err and "tokens/s" in batched.err
+    first = main(capsys, *args, "--num-samples", 1, "--stream").out
+    assert streamed.out.startswith(first)
 
 
 def test_stop_string_cuts_the_text(capsys, run):
