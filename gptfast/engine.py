@@ -20,9 +20,10 @@ This module owns the policy around it:
     what attention reads: a third of a step's memory traffic at batch 8, and
     more with long contexts); keys and values are rounded as they are
     cached, as `model.setup_caches(dtype=...)` rounds them in PyTorch;
-  * stop strings: matched in Python on the decoded text (`decode`), checked
-    after every token; the text is cut before the stop string and the tokens
-    end with the token that completed it;
+  * stop strings: matched in Python on the decoded text, checked after every
+    token (in O(1) per token with the tokenizer's `stream_decoder`, by
+    decoding again with only `decode`); the text is cut before the stop
+    string and the tokens end with the token that completed it;
   * the fallback: `load_engine` returns a `TorchEngine` (the reference KV loop,
     one sequence after another) with one warning when the extension is missing.
 """
@@ -88,7 +89,7 @@ class _StopStrings:
 
     def __init__(self, stop_strings: Sequence[str], B: int, new_decoder: Callable[[], object]):
         self.streams = [TextStream(new_decoder(), io.StringIO(), stop_strings) for _ in range(B)]
-        self.seen = [0] * B                             # tokens fed per sequence
+        self.fed = [0] * B                              # tokens fed per sequence
         self.n_tokens: List[Optional[int]] = [None] * B   # tokens kept, once stopped
 
     def feed(self, fresh: List[List[int]]) -> List[int]:
@@ -98,9 +99,9 @@ class _StopStrings:
             if not new or self.n_tokens[b] is not None:
                 continue
             self.streams[b].feed(new)
-            self.seen[b] += len(new)
+            self.fed[b] += len(new)
             if self.streams[b].stopped:
-                self.n_tokens[b] = self.seen[b]
+                self.n_tokens[b] = self.fed[b]
                 hit.append(b)
         return hit
 
