@@ -29,7 +29,9 @@ the time to first token for a 256-token prompt (prefill + one sample); 8
 samples of a 192-token prompt (one shared prefill, 64 new tokens each)
 against 1; and
 the `chat` preset with a 20k-word vocabulary, sampled vs greedy (the cost of
-choosing among 20k tokens).  The
+choosing among 20k tokens); and the text side of streaming, 2,000 words
+through a TextStream with the tokenizer's stream decoder vs decoding the
+whole text again for every word (as streaming did before).  The
 C++ runs' extra_info also splits a decoding step: ms in the linear layers,
 attention, the rest of the forward, sampling and the (Ctrl-C checking) callback.
 """
@@ -76,6 +78,8 @@ PERF_REPORT = [
      "torch.sum read 256 MB", None),
     ("time to first token: torch prefill / C++ fp32", "TTFT torch prefill", "TTFT C++ fp32", None),
     ("word level (20k vocab): temperature 1.0 / greedy", "C++ fp32 word temperature 1.0", "C++ fp32 word greedy", None),
+    ("streaming 2,000 words: stream decoder / decoding all again", "stream 2,000 words, stream decoder",
+     "stream 2,000 words, decoding all again", None),
 ]
 
 
@@ -206,6 +210,40 @@ def test_numpy_copy_bandwidth(benchmark, perf):
     dst = np.empty_like(src)
     benchmark.pedantic(np.copyto, args=(dst, src), **FAST)
     perf.rate("numpy copy 256 MB", 2 * src.nbytes / 1e9, benchmark, unit="GB/s")  # read + write
+
+
+STREAM_WORDS = 2000
+
+
+@pytest.mark.parametrize("label", ["stream decoder", "decoding all again"])
+def test_streaming_text_out(benchmark, perf, label):
+    """The text side of --stream: words fed one at a time to the TextStream
+    that prints them, with a stop string to look for.  With the tokenizer's
+    stream decoder each word costs the same; decoding the whole text again
+    for every word (what streaming did before) grows with the text."""
+    import io
+    import random
+
+    from gptfast.engine import _RedecodeAll
+    from gptfast.streaming import TextStream
+    from gptfast.tokenizer import Tokenizer
+
+    rng = random.Random(0)
+    words = ["el", "que", "de", "don't", "«sí»", "¿qué?", '"no"', "3", "14", "Sancho", "<END>", ",", "."]
+    text = " ".join(rng.choice(words) for _ in range(STREAM_WORDS))
+    tok = Tokenizer.fit(text, kind="word", specials=["<END>"])
+    ids = [int(i) for i in tok.encode(text)]
+
+    def run():
+        decoder = tok.stream_decoder() if label == "stream decoder" else _RedecodeAll(tok.decode)
+        stream = TextStream(decoder, io.StringIO(), ["never there"])
+        for t in ids:
+            stream.feed([t])
+        return stream.finish()
+
+    rounds = FAST if label == "stream decoder" else dict(rounds=1, iterations=1)   # (the old way: seconds)
+    assert benchmark.pedantic(run, **rounds) == tok.decode(ids)
+    perf.rate(f"stream {STREAM_WORDS:,} words, {label}", len(ids), benchmark, unit="tokens/s")
 
 
 def test_torch_sum_read_bandwidth(benchmark, perf):
