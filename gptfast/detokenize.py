@@ -16,7 +16,7 @@ not the O(n^2) of decoding everything again for each token.
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence
+from typing import Iterable, Sequence
 
 NO_SPACE_BEFORE = frozenset(".,;:!?)]}»…%”’")
 NO_SPACE_AFTER = frozenset("¿¡([{«“‘")
@@ -35,7 +35,8 @@ class Detokenizer:
 
     def __init__(self, line_breaks: Iterable[str] = ()):
         self.line_breaks = frozenset(line_breaks)
-        self.recent: List[str] = []   # the last three tokens: two before the oldest unfinished one, and it
+        # The unfinished token (None before the first) and the two before it.
+        self.before2, self.prev, self.newest = "", "", None
         self.open_quote = False       # an opening straight quote has no closing one yet
         self.at_line_start = True     # nothing written yet, or the text ends a line
 
@@ -56,11 +57,11 @@ class Detokenizer:
             space = False  # an opening quote hugs the word after it
         return (" " if space else "") + tok + ("\n" if tok in self.line_breaks else "")
 
-    def _finish_oldest(self, nxt: str) -> str:
+    def _finish_newest(self, nxt: str) -> str:
         """The piece of the unfinished token now that `nxt` follows it (or
         nothing does: ""), with the state moved past it."""
-        before2, prev, tok = ([""] * 3 + self.recent)[-3:]
-        piece = self._piece(before2, prev, tok, nxt)
+        tok = self.newest
+        piece = self._piece(self.before2, self.prev, tok, nxt)
         if tok == '"':
             self.open_quote = not self.open_quote
         self.at_line_start = piece.endswith("\n")
@@ -69,16 +70,17 @@ class Detokenizer:
     def add(self, tokens: Sequence[str]) -> str:
         out = []
         for tok in tokens:
-            if self.recent:
-                out.append(self._finish_oldest(tok))
-            self.recent = (self.recent + [tok])[-3:]
+            if self.newest is not None:
+                out.append(self._finish_newest(tok))
+                self.before2, self.prev = self.prev, self.newest
+            self.newest = tok
         return "".join(out)
 
     def pending(self) -> str:
-        if not self.recent:
+        if self.newest is None:
             return ""
         state = (self.open_quote, self.at_line_start)
-        piece = self._finish_oldest("")
+        piece = self._finish_newest("")
         self.open_quote, self.at_line_start = state
         return piece
 

@@ -12,9 +12,12 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gptfast import _backend
 from gptfast.errors import InputError
+from gptfast.reference.tokenizer import DEFAULT_WORD_PATTERN
 from gptfast.tokenizer import UNK_TOKEN, Tokenizer
 
 CONTACT = "+34 600 11 22 33:"
@@ -229,6 +232,29 @@ def test_word_decode_line_breaks(backend):
     tok = Tokenizer.fit("Ana: hola <END> Luis: adiós <END>", kind="word", specials=["<END>", "Ana:", "Luis:"],
                         line_breaks=["<END>"], backend=backend)
     assert tok.decode(tok.encode("Ana: hola <END> Luis: adiós <END>")) == "Ana: hola <END>\nLuis: adiós <END>\n"
+
+
+PIECES = ["el", "don", "t", "'", "’", '"', ".", ",", "¿", "¡", "(", ")", "3", "14", "x_y", "<END>", "hola", ":",
+          "«", "»", "!", "?", "s", "\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(tokens=st.lists(st.sampled_from(PIECES), max_size=14), cuts=st.lists(st.integers(0, 14), max_size=4))
+def test_stream_decoder_pieces_add_up_to_decode(tokens, cuts):
+    """Tokens fed to a stream decoder in any chunks: the text it returns as
+    final, plus what is pending at the end, is decode() of them all; and a
+    look at pending() in between changes nothing."""
+    tok = Tokenizer("word", ["<END>"] + sorted(set(PIECES) - {"<END>"}), ["<END>"], DEFAULT_WORD_PATTERN,
+                    None, ["<END>"])
+    ids = [tok.stoi[t] for t in tokens]
+    decoder = tok.stream_decoder()
+    text, start = "", 0
+    for cut in sorted(cuts) + [len(ids)]:
+        text += decoder.add(ids[start:max(start, cut)])
+        decoder.pending()
+        start = max(start, cut)
+    assert text + decoder.pending() == tok.decode(ids)
+    assert tok.decode(ids).startswith(text)
 
 
 # ---------------------------------------------------------------- specials
