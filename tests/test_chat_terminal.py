@@ -77,11 +77,15 @@ def test_tab_completion_and_ctrl_d_in_a_terminal(tmp_path):
     try:
         term.expect(r"Ctrl-D to leave\nAna:")   # the prompt: keys typed before it would not be completed
         term.type("/as +34 6")
+        term.expect(r"/as \+34 6")
         term.type("\t")                # completes to the whole name, spaces and all
+        term.expect(r"/as \+34 6[^\n]*\n.*00 11 22 33")
         term.type("\r")
         term.expect(r"\(you are now \+34 600 11 22 33\)\n\+34 600 11 22 33:")
         term.type("no puedo <EN")
+        term.expect(r"no puedo <EN")
         term.type("\t")                # a special token completes too; the line ends with it
+        term.expect(r"no puedo <EN[^\n]*\n.*D>")
         term.type("\r")
         reply = term.expect(r"no puedo <END>\n(Ana|Luis|Marta): [^\n]*\n")
         assert "<UNK>" not in reply and "Traceback" not in reply
