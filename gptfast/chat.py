@@ -215,8 +215,13 @@ def run_chat(session: ChatSession, out: TextIO = sys.stdout, err: TextIO = sys.s
     while True:
         try:
             line = read_line(f"{session.user}: " if interactive else "")
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             break
+        except KeyboardInterrupt:  # at the prompt: drop the line, keep the conversation (as a shell does)
+            if not interactive:
+                break
+            err.write("(line dropped; /quit or Ctrl-D leaves)\n")
+            continue
         if not interactive:  # echo piped input, so the transcript reads like a chat
             out.write(f"{session.user}: {line}\n")
         line = line.strip()

@@ -1,6 +1,7 @@
 """The chat REPL in a real (pseudo-)terminal, with prompt_toolkit: Tab
 completes contact names (spaces included), commands and special tokens, a
-turn gets its replies, Ctrl-D leaves with exit code 0."""
+turn gets its replies, Ctrl-C drops a half-written line, Ctrl-D leaves with
+exit code 0."""
 from __future__ import annotations
 
 import os
@@ -89,6 +90,12 @@ def test_tab_completion_and_ctrl_d_in_a_terminal(tmp_path):
         term.type("\r")
         reply = term.expect(r"no puedo <END>\n(Ana|Luis|Marta): [^\n]*\n")
         assert "<UNK>" not in reply and "Traceback" not in reply
+        term.expect(r"\+34 600 11 22 33:")
+        term.type("a medio escribir")
+        term.expect(r"a medio escribir")
+        term.type("\x03")              # Ctrl-C drops the line, not the conversation
+        term.expect(r"line dropped; /quit or Ctrl-D leaves\)\n\+34 600 11 22 33:")
+        assert term.proc.poll() is None
         term.type("\x04")              # Ctrl-D on an empty line leaves
         assert term.proc.wait(timeout=60) == 0
     finally:
