@@ -29,9 +29,9 @@ def render(decode: Decode, context: Sequence[int], tokens: Sequence[int],
 
 
 class TextStream:
-    """Prints render(decode, context, tokens so far) incrementally to `out`,
-    the context's text included; `decoder` is a fresh
-    Tokenizer.stream_decoder()."""
+    """Prints render(tokenizer.decode, context, tokens so far) incrementally
+    to `out`, the context's text included; `decoder` is a fresh
+    tokenizer.stream_decoder()."""
 
     def __init__(self, decoder, out: TextIO, stop_strings: Sequence[str] = (), context: Sequence[int] = ()):
         self.decoder = decoder

@@ -159,12 +159,14 @@ def test_ctrl_c_during_a_reply_keeps_the_training_format(trained):
         if not stop_ids:  # the speaker's draw: as usual
             return engine_generate(*args, callback=callback, stop_ids=stop_ids, **kw)
 
+        drawn = []
+
         def cut_after_3(fresh):
             callback(fresh)
             if len(drawn) + len(fresh[0]) >= 3:
                 raise KeyboardInterrupt
             drawn.extend(fresh[0])
-        drawn = []
+
         return engine_generate(*args, callback=cut_after_3, stop_ids=stop_ids, **kw)
 
     s.engine.generate = interrupted_body

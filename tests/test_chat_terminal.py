@@ -70,7 +70,7 @@ class Terminal:
         os.close(self.master)
 
 
-def test_tab_completion_and_ctrl_d_in_a_terminal(tmp_path):
+def test_tab_completion_ctrl_c_and_ctrl_d_in_a_terminal(tmp_path):
     pytest.importorskip("prompt_toolkit")
     run = chat_run(tmp_path)
     term = Terminal([sys.executable, "-m", "gptfast.generate", "--run", str(run), "--chat", "--as", "Ana",
