@@ -233,8 +233,9 @@ def run_chat(session: ChatSession, out: TextIO = sys.stdout, err: TextIO = sys.s
                     break
                 continue
             session.say(line)
-            if session.tokenizer.unknown_words(line):
-                err.write(unknown_words_note(session.tokenizer, line, "your message") + "\n")
+            note = unknown_words_note(session.tokenizer, line, "your message")
+            if note:
+                err.write(note + "\n")
             session.reply(out)
         except InputError as error:
             err.write(f"error: {error}\n")

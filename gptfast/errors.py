@@ -43,10 +43,13 @@ def exit_on_input_error(prog: str) -> Iterator[None]:
         raise SystemExit(130) from None
 
 
-def unknown_words_note(tokenizer, text: str, what: str) -> str:
-    """A one-line note for words of `text` that a word-level vocabulary lacks:
-    they are not an error (they read as <UNK>, as in training), but the model
-    cannot tell them apart, so the user should know."""
+def unknown_words_note(tokenizer, text: str, what: str) -> Optional[str]:
+    """A one-line note for words of `text` that a word-level vocabulary lacks
+    (None when it has them all): they are not an error (they read as <UNK>,
+    as in training), but the model cannot tell them apart, so the user
+    should know."""
     unknown = tokenizer.unknown_words(text)
+    if not unknown:
+        return None
     shown = " ".join(unknown[:8]) + (f" (and {len(unknown) - 8} more)" if len(unknown) > 8 else "")
     return f"note: {what} has words the model's vocabulary lacks; it reads them as {tokenizer.unk_token}: {shown}"

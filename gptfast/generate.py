@@ -185,8 +185,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         from gptfast.training.sample import start_ids
 
         prompt = [int(t) for t in tok.encode(prompt_text, source="<prompt>")] if prompt_text else start_ids(tok)
-        if prompt_text and tok.unknown_words(prompt_text):
-            print(unknown_words_note(tok, prompt_text, "the prompt"), file=sys.stderr)
+        note = unknown_words_note(tok, prompt_text, "the prompt") if prompt_text else None
+        if note:
+            print(note, file=sys.stderr)
         stop_ids, stop_strings = _stops(tok, args.stop)
         if args.show_probs:
             _show_probs(trained, prompt, prompt_text, params, seed, args, stop_ids, stop_strings)
