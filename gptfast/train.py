@@ -55,6 +55,8 @@ def build_parser() -> ArgumentParser:
     data.add_argument("--format", choices=FORMATS, help="corpus format (default: auto)")
     data.add_argument("--val-fraction", type=_number(float, 0, what="a fraction in [0, 1)"),
                       help="share of tokens held out for validation (default 0.1)")
+    data.add_argument("--shuffle-sentences", type=NONNEG_INT, metavar="N",
+                      help="shuffle chunks of N sentences before the split (LitteraGPT recipe; default: off)")
     data.add_argument("--lowercase", action="store_true", help="lowercase the text")
     data.add_argument("--min-count-chars", type=POS_INT, metavar="N", help="drop characters seen fewer than N times")
     data.add_argument("--min-count-tokens", type=POS_INT, metavar="N", help="rarer tokens become <UNK>")

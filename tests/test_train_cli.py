@@ -2,6 +2,7 @@
 (no traceback) for every bad input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -92,6 +93,8 @@ def test_bad_inputs_one_line_exit_2(setup):
         "pickle checkpoint": (["--resume", str(c["pickled"])], "pickle"),
         "not a run": (["--resume", str(tmp)], "not a gptfast run directory"),
         "resume incompatible": (["--resume", str(run), "--n-embd", "64"], "cannot resume"),
+        "resume with another split": (["--resume", str(run), "--shuffle-sentences", "4"], "cannot resume"),
+        "negative shuffle": (["--data", "book.txt", "--shuffle-sentences", "-1"], "--shuffle-sentences"),
         "init-from other tokenizer": (["--data", "words.txt", "--tokenizer", "word", "--init-from", str(run),
                                        "--out", "ft", *TINY], "tokenizer"),
     }
@@ -111,6 +114,22 @@ def test_help_is_grouped():
         assert group in text
     for flag in ("--resume", "--init-from", "--max-minutes", "--lr-schedule", "--compile", "--plain", "--bias"):
         assert flag in text
+
+
+def test_shuffled_split_from_the_train_command(tmp_path):
+    """--shuffle-sentences (the LitteraGPT split) reaches the preparation that
+    train runs on first use, as `prepare --shuffle-sentences` does."""
+    from gptfast.training.data import get_dataset
+
+    (tmp_path / "book.txt").write_text(TEXT, encoding="utf-8")
+    argv = ["--data", str(tmp_path / "book.txt"), "--shuffle-sentences", "3"]
+    cfg, _, _ = config_from_args(build_parser().parse_args(argv))
+    assert cfg.shuffle_sentences == 3 and cfg.to_dict()["shuffle_sentences"] == 3
+    info = get_dataset(cfg.data, cfg.prepare_options(), cache_root=tmp_path / "data", log=lambda m: None)
+    assert info.meta["options"]["shuffle_sentences"] == 3
+    plain = get_dataset(cfg.data, dataclasses.replace(cfg, shuffle_sentences=0).prepare_options(),
+                        cache_root=tmp_path / "data", log=lambda m: None)
+    assert plain.meta["options"]["shuffle_sentences"] == 0     # another split: prepared again, not reused
 
 
 def test_precedence_defaults_file_cli(tmp_path):

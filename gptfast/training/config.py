@@ -22,7 +22,7 @@ from gptfast.data.dataset import PrepareOptions
 MODEL_OVERRIDES = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias",
                    "pos_embedding", "tie_weights", "attention")
 # Fields that define *what* is trained: a resumed run must keep them.
-STRUCTURAL = ("preset",) + MODEL_OVERRIDES[:-1] + ("data", "tokenizer", "format", "lowercase",
+STRUCTURAL = ("preset",) + MODEL_OVERRIDES[:-1] + ("data", "tokenizer", "format", "shuffle_sentences", "lowercase",
                                                     "min_count_chars", "min_count_tokens", "pattern", "specials")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -36,6 +36,7 @@ class TrainConfig:
     tokenizer: Optional[str] = None          # char | word; None: word for chats, char otherwise
     format: str = "auto"
     val_fraction: float = 0.1
+    shuffle_sentences: int = 0               # > 0: shuffle chunks of N sentences before the split (LitteraGPT)
     lowercase: bool = False
     min_count_chars: int = 1
     min_count_tokens: int = 1
@@ -117,7 +118,7 @@ class TrainConfig:
     def prepare_options(self) -> PrepareOptions:
         return PrepareOptions(
             tokenizer=self.tokenizer, format=self.format, val_fraction=self.val_fraction,
-            lowercase=self.lowercase, min_count_chars=self.min_count_chars,
+            shuffle_sentences=self.shuffle_sentences, lowercase=self.lowercase, min_count_chars=self.min_count_chars,
             min_count_tokens=self.min_count_tokens, pattern=self.pattern,
             specials=list(self.specials), encoding_errors=self.encoding_errors,
         )
