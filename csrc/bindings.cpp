@@ -379,6 +379,17 @@ void bind_sampler(py::module_& m) {
       },
       py::arg("x"), py::arg("dtype"),
       "The 16-bit words the engine caches for float32 values x (flattened): how it rounds keys and values.");
+  m.def(
+      "widen_words",
+      [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> words, const std::string& dtype) {
+        const gptfast::WeightType type = weight_type_from(dtype);
+        if (type == gptfast::WeightType::F32) throw py::value_error("widen_words widens float16 or bfloat16");
+        py::array_t<float> out(words.size());
+        gptfast::load_floats(type, words.data(), out.mutable_data(), static_cast<int>(words.size()));
+        return out;
+      },
+      py::arg("words"), py::arg("dtype"),
+      "float32 values of 16-bit words (flattened), as the engine reads its weights and cache.");
 
   py::class_<Engine>(m, "Engine")
       .def(py::init([](int vocab_size, int block_size, int n_layer, int n_head, int n_embd, double ln_eps,

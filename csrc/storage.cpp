@@ -14,20 +14,6 @@ const char* weight_type_name(WeightType t) {
   return "?";
 }
 
-float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
-    const float f = std::ldexp(static_cast<float>(mantissa), -24);
-    return sign ? -f : f;
-  }
-  uint32_t bits = exponent == 31 ? (sign | 0x7f800000u | (mantissa << 13))               // inf / nan
-                                 : (sign | ((exponent + 112) << 23) | (mantissa << 13));  // rebias 15 -> 127
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 uint16_t float_to_half(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
@@ -72,6 +58,18 @@ void store_floats(WeightType type, const float* src, void* dst, int n) {
       return;
     }
   }
+}
+
+void load_floats(WeightType type, const void* src, float* dst, int n) {
+  with_storage_type(type, [&](auto t) {
+    constexpr WeightType T = decltype(t)::value;
+    const Elem<T>* in = static_cast<const Elem<T>*>(src);
+    int i = 0;
+#if GPTFAST_SIMD
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8<T>(in + i));
+#endif
+    for (; i < n; ++i) dst[i] = to_float<T>(in[i]);
+  });
 }
 
 }  // namespace gptfast

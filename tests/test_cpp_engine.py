@@ -165,6 +165,26 @@ def test_the_cache_rounds_as_torch_does(dtype):
     assert bits & exponent == exponent and bits & mantissa  # NaN stays NaN (torch's payload may differ)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16bit_words_widen_as_torch_does(dtype):
+    """Every one of the 65536 words, by the vector loads (runs of 8) and by
+    the scalar code (the tails): torch's float32 value, bit for bit.  NaNs:
+    a bfloat16 is the top half of its float32, so all its bits carry over; a
+    float16 NaN comes back a quiet NaN of the same sign, as F16C returns it."""
+    words = np.arange(65536, dtype=np.uint16)
+    want = torch.from_numpy(words.view(np.int16)).view(DTYPES[dtype]).float().numpy()
+    C = _backend.extension()
+    for got in (C.widen_words(words, dtype), np.concatenate([C.widen_words(words[i:i + 7], dtype)
+                                                             for i in range(0, len(words), 7)])):
+        nan = np.isnan(want)
+        assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+        assert np.isnan(got[nan]).all() and np.array_equal(np.signbit(got[nan]), np.signbit(want[nan]))
+        if dtype == "bfloat16":
+            assert np.array_equal(got[nan].view(np.uint32), words[nan].astype(np.uint32) << 16)
+        else:
+            assert (got[nan].view(np.uint32) & 0x00400000).all()
+
+
 def test_default_threads_are_the_physical_cores(tmp_path, monkeypatch):
     from gptfast.engine import default_threads
 
