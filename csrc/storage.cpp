@@ -1,6 +1,5 @@
 #include "storage.h"
 
-#include <cmath>
 #include <cstring>
 
 namespace gptfast {
