@@ -59,7 +59,7 @@ def build_parser() -> ArgumentParser:
 
     text = p.add_argument_group("prompt and output")
     text.add_argument("--prompt", metavar="TEXT", help="text to continue (default: start of a line)")
-    text.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a UTF-8 file")
+    text.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a UTF-8 file ('-': stdin)")
     text.add_argument("--num-samples", type=POS_INT, default=1, metavar="N", help="independent samples (default 1)")
     text.add_argument("--max-new-tokens", type=POS_INT, default=256, metavar="N", help="tokens per sample "
                       "(default 256)")
@@ -100,13 +100,14 @@ def _read_prompt(args) -> str:
         return args.prompt or ""
     path = Path(args.prompt_file)
     try:
-        data = path.read_bytes()
+        data = sys.stdin.buffer.read() if args.prompt_file == "-" else path.read_bytes()
     except OSError as err:
         raise InputError(f"cannot read the prompt ({err.strerror or err})", path=str(path)) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise InputError("the prompt is not UTF-8 text", path=str(path), position=f"byte {err.start}") from None
+        where = "<stdin>" if args.prompt_file == "-" else str(path)
+        raise InputError("the prompt is not UTF-8 text", path=where, position=f"byte {err.start}") from None
 
 
 def _token_id(tokenizer, token: str, option: str) -> int:

@@ -145,6 +145,21 @@ def test_bad_input_is_one_line_and_exit_2(capsys, run, tmp_path, argv, expected)
     assert len(err.strip().splitlines()) == 1 and expected in err, err
 
 
+def test_prompt_from_stdin(capsys, run, monkeypatch):
+    """--prompt-file - reads the prompt from stdin: the same text as --prompt;
+    bytes that are not UTF-8 name <stdin> and the byte."""
+    import io
+
+    common = ["--max-new-tokens", 12, "--seed", 2, "--no-stream"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("Quien ".encode())))
+    piped = main(capsys, "--run", run, "--prompt-file", "-", *common).out
+    assert piped == main(capsys, "--run", run, "--prompt", "Quien ", *common).out and piped.startswith("Quien ")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("Qui\xe9n".encode("latin-1"))))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--run", str(run), "--prompt-file", "-"])
+    assert exit_info.value.code == 2 and "<stdin> (byte 3): the prompt is not UTF-8" in capsys.readouterr().err
+
+
 def test_checkpoint_choice_and_fallback(run, tmp_path):
     assert load_trained(run).path.name == "best"
     assert load_trained(run, "last").path.name == "last"
