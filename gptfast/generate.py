@@ -15,11 +15,12 @@ same seed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from gptfast.cli import NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, ArgumentParser
 from gptfast.engine import DTYPES, ENGINES
@@ -145,6 +146,23 @@ def _describe(engine) -> str:
     return f"engine {engine.name}, {engine.dtype} weights{kv}, {engine.threads} threads"
 
 
+@contextlib.contextmanager
+def _memory_for_samples(engine, samples: int) -> Iterator[None]:
+    """Out of memory while the engine allocates the samples' key/value caches
+    (a large --num-samples): one line that says how much they need."""
+    import torch
+
+    try:
+        yield
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        c = engine.config
+        kv_dtype = getattr(engine, "kv_dtype", engine.dtype)
+        per_sample = c.n_layer * c.block_size * c.n_embd * 2 * (4 if kv_dtype == "float32" else 2)
+        raise InputError(f"--num-samples {samples}: out of memory; their key/value caches need "
+                         f"{samples * per_sample / 2**30:.1f} GiB ({kv_dtype}); ask for fewer samples"
+                         + (", or --kv-dtype float16" if kv_dtype == "float32" else "")) from None
+
+
 # --------------------------------------------------------------------- main
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
@@ -237,16 +255,18 @@ def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_str
             mark_first(fresh)
             printer.feed(fresh[0])
 
-        results = engine.generate([prompt] * args.num_samples, args.max_new_tokens, params, seed,
-                                  callback=show_first_sample, **common)
+        with _memory_for_samples(engine, args.num_samples):
+            results = engine.generate([prompt] * args.num_samples, args.max_new_tokens, params, seed,
+                                      callback=show_first_sample, **common)
         printer.finish()
         sys.stdout.write("\n")
         for r in results[1:]:
             print("-" * 40 + "\n" + render(tok.decode, context, r.tokens, stop_strings)[0])
     else:
         # The C++ engine times its first token itself; a per-token callback would only slow it.
-        results = engine.generate([prompt] * args.num_samples, args.max_new_tokens, params, seed,
-                                  callback=None if engine.name == "cpp" else mark_first, **common)
+        with _memory_for_samples(engine, args.num_samples):
+            results = engine.generate([prompt] * args.num_samples, args.max_new_tokens, params, seed,
+                                      callback=None if engine.name == "cpp" else mark_first, **common)
     seconds = time.perf_counter() - t0
     new_tokens = sum(len(r.tokens) for r in results)
     first = engine.last_stats.get("first_token_s") if not stream else None

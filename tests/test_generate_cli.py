@@ -145,6 +145,27 @@ def test_bad_input_is_one_line_and_exit_2(capsys, run, tmp_path, argv, expected)
     assert len(err.strip().splitlines()) == 1 and expected in err, err
 
 
+@needs_cpp_engine
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_out_of_memory_for_many_samples_is_one_line(capsys, run, monkeypatch, stream):
+    """The engine cannot allocate the caches of a huge --num-samples (the
+    C++ std::bad_alloc arrives as MemoryError): one line with what they
+    need, exit code 2, no traceback."""
+    from gptfast.engine import CppEngine
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(CppEngine, "generate", no_memory)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--run", str(run), "--num-samples", "100000", stream])
+    c = load_trained(run).model.config
+    gib = 100000 * c.n_layer * c.block_size * c.n_embd * 2 * 4 / 2**30
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"--num-samples 100000: out of memory; their key/value caches need {gib:.1f} GiB (float32)" in err
+
+
 def test_prompt_from_stdin(capsys, run, monkeypatch):
     """--prompt-file - reads the prompt from stdin: the same text as --prompt;
     bytes that are not UTF-8 name <stdin> and the byte."""
