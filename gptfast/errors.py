@@ -53,3 +53,12 @@ def unknown_words_note(tokenizer, text: str, what: str) -> Optional[str]:
         return None
     shown = " ".join(unknown[:8]) + (f" (and {len(unknown) - 8} more)" if len(unknown) > 8 else "")
     return f"note: {what} has words the model's vocabulary lacks; it reads them as {tokenizer.unk_token}: {shown}"
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` says an allocation failed: MemoryError (the C++ engine's
+    std::bad_alloc), torch.OutOfMemoryError (CUDA), or the RuntimeError that
+    PyTorch's CPU allocator raises."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)

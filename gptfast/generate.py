@@ -24,7 +24,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 from gptfast.cli import NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, ArgumentParser
 from gptfast.engine import DTYPES, ENGINES
-from gptfast.errors import InputError, exit_on_input_error, unknown_words_note
+from gptfast.errors import InputError, exit_on_input_error, out_of_memory, unknown_words_note
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -150,11 +150,11 @@ def _describe(engine) -> str:
 def _memory_for_samples(engine, samples: int) -> Iterator[None]:
     """Out of memory while the engine allocates the samples' key/value caches
     (a large --num-samples): one line that says how much they need."""
-    import torch
-
     try:
         yield
-    except (MemoryError, torch.cuda.OutOfMemoryError):
+    except Exception as err:
+        if not out_of_memory(err):
+            raise
         c = engine.config
         kv_dtype = getattr(engine, "kv_dtype", engine.dtype)
         per_sample = c.n_layer * c.block_size * c.n_embd * 2 * (4 if kv_dtype == "float32" else 2)

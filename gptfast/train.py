@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Sequence
 from gptfast.cli import NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, ArgumentParser, number as _number
 from gptfast.config import PRESETS
 from gptfast.data.corpus import FORMATS
-from gptfast.errors import exit_on_input_error
+from gptfast.errors import InputError, exit_on_input_error, out_of_memory
 from gptfast.tokenizer import KINDS
 from gptfast.training.config import DEVICES, DTYPES, LR_SCHEDULES, TrainConfig, config_for_resume, load_config_file
 
@@ -141,7 +141,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         from gptfast.training.loop import train
 
         cfg, resume, progress = config_from_args(args)
-        result = train(cfg, resume=resume, progress=progress)
+        try:
+            result = train(cfg, resume=resume, progress=progress)
+        except Exception as err:
+            if not out_of_memory(err):
+                raise
+            block = cfg.model_config(vocab_size=2).block_size
+            raise InputError(f"out of memory with --batch-size {cfg.batch_size} at block size {block}: lower "
+                             "--batch-size (--grad-accum N keeps the batch the optimizer sees)") from None
         val = "-" if result.val_loss is None else (f"{result.val_loss:.4f}" if result.val_iter == result.iter
                                                      else f"{result.val_loss:.4f} (at iter {result.val_iter})")
         print(f"stopped ({result.stopped}) at iter {result.iter}: val loss {val}, best {result.best_val_loss:.4f}; "

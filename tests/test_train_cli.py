@@ -132,6 +132,33 @@ def test_shuffled_split_from_the_train_command(tmp_path):
     assert plain.meta["options"]["shuffle_sentences"] == 0     # another split: prepared again, not reused
 
 
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                                                 "allocate memory: you tried to allocate 39321600000 bytes"),
+                                    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+                                    MemoryError()])
+def test_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys, error):
+    """A batch that does not fit: one line that says what to lower, exit 2;
+    any other error keeps its traceback."""
+    import gptfast.training.loop as loop
+    from gptfast import train as cli
+
+    def failing_with(e):
+        def train(*args, **kwargs):
+            raise e
+        return train
+
+    monkeypatch.setattr(loop, "train", failing_with(error))
+    (tmp_path / "book.txt").write_text(TEXT, encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--data", str(tmp_path / "book.txt"), "--batch-size", "4096", "--block-size", "512"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "out of memory with --batch-size 4096 at block size 512: lower --batch-size" in err
+    monkeypatch.setattr(loop, "train", failing_with(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["--data", str(tmp_path / "book.txt")])
+
+
 def test_precedence_defaults_file_cli(tmp_path):
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"lr": 0.5, "max_iters": 7}))
