@@ -22,7 +22,8 @@ namespace gptfast {
 
 class ThreadPool {
  public:
-  // `threads` in all, the caller included (1 = run everything inline).
+  // `threads` in all, the caller included (1 = run everything inline).  Throws
+  // std::system_error when the system will not start that many threads.
   explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -39,6 +40,7 @@ class ThreadPool {
 
  private:
   void worker_loop(int worker);
+  void stop_workers();
   void take_chunks(int worker);
 
   int threads_;

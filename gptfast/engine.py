@@ -46,6 +46,9 @@ from gptfast.sampling import sample_from_logits as python_sample_from_logits
 from gptfast.streaming import TextStream
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# More engine threads than this is a mistake (each one spins between a step's
+# sections); the system may also refuse to start them (a RuntimeError then).
+MAX_THREADS = 1024
 
 # Callback contract (both engines): called with the new token ids of every
 # sequence since the last call (a list of B lists; empty for finished ones).
@@ -225,6 +228,8 @@ class CppEngine:
         if C is None:
             raise RuntimeError("the C++ extension gptfast._C is not available; use load_engine() for the fallback")
         kv_dtype = dtype if kv_dtype is None else kv_dtype
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads must be in 1..{MAX_THREADS}, got {threads}")
         for what, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
             if value not in DTYPES:
                 raise ValueError(f"{what} must be one of {', '.join(DTYPES)}, got {value!r}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -175,6 +176,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
         prompt_text = _read_prompt(args)
         if args.threads:
+            cpus = os.cpu_count() or 1
+            if args.threads > cpus:  # (the engine's threads spin between sections: extra ones only slow it)
+                raise InputError(f"--threads {args.threads}: this machine has {cpus} logical CPUs")
             torch.set_num_threads(args.threads)
         device = _device(args)
         trained = load_trained(args.run, args.checkpoint, device=device)

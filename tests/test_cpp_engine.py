@@ -11,6 +11,8 @@
   * stop ids, stop strings, callbacks, errors.
 Diffs are printed before asserting (run with -s)."""
 import contextlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -423,6 +425,44 @@ def test_stop_strings_cut_the_text(slide_model):
     assert out.finish_reason == "stop_string"
     assert out.text == free.text[:at]
     assert out.tokens == free.tokens[:at + len(stop)]  # one token per character here
+
+
+def test_thread_counts(slide_model):
+    """Out of 1..MAX_THREADS: ValueError before any thread starts.  Threads
+    the system refuses: a RuntimeError, and the engine's threads that did
+    start are joined (a later engine works)."""
+    from gptfast.engine import MAX_THREADS
+
+    for bad in (0, MAX_THREADS + 1):
+        with pytest.raises(ValueError, match="threads must be in"):
+            CppEngine.from_model(slide_model, threads=bad)
+    assert CppEngine.from_model(slide_model, threads=MAX_THREADS).threads == MAX_THREADS  # many, but allowed
+    refused = subprocess.run([sys.executable, "-c", REFUSED_THREADS], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 0, refused.stderr
+    if refused.stdout.strip() == "started":
+        pytest.skip("this system started 300 threads in 200 MB of address space (small thread stacks?)")
+    assert refused.stdout.strip() == "refused, then 3 tokens"
+
+
+# A child whose address space has room for ~25 more thread stacks (8 MB
+# each by default; RLIMIT_AS binds root too): an engine of 300 threads must
+# fail cleanly.
+REFUSED_THREADS = """
+import resource
+from gptfast.config import GPTConfig
+from gptfast.engine import CppEngine
+from gptfast.model import GPT
+from gptfast.sampling import GREEDY
+model = GPT(GPTConfig(vocab_size=41, block_size=32, n_layer=2, n_head=4, n_embd=64)).eval()
+CppEngine.from_model(model, threads=2).generate([[1]], 3, GREEDY)   # what the engine needs, allocated now
+size = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 200 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    CppEngine.from_model(model, threads=300)
+    print("started")
+except RuntimeError:
+    print("refused, then", len(CppEngine.from_model(model, threads=2).generate([[1]], 3, GREEDY)[0].tokens), "tokens")
+"""
 
 
 def test_bad_requests_raise_value_error(slide_model):

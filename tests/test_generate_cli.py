@@ -130,6 +130,7 @@ def write_pickle(path):
     (["--run", "{run}", "--prompt-file", "{tmp}/latin1.txt"], "latin1.txt (byte 3): the prompt is not UTF-8"),
     (["--run", "{run}", "--prompt", "a", "--prompt-file", "{tmp}/latin1.txt"], "not both"),
     (["--run", "{run}/last", "--engine", "gpu"], "--engine: invalid choice"),
+    (["--run", "{run}", "--threads", "100000"], "--threads 100000: this machine has"),
     (["--run", "{run}", "--engine", "torch", "--kv-dtype", "float16"], "--kv-dtype applies to the cpp engine"),
     (["--run", "{tmp}/pickled"], "never unpickles"),
     (["--run", "{tmp}"], "not a gptfast run directory"),
