@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <system_error>
 #include <thread>
 
 #include "unicode_tables.h"  // generated at build time by gen_unicode_tables.py
@@ -357,8 +358,14 @@ static void run_parallel(size_t parts, Work&& work) {
     return;
   }
   std::vector<std::thread> pool;
-  for (size_t p = 1; p < parts; ++p) pool.emplace_back(work, p);
+  size_t started = 1;  // parts 1..started-1 run on their own threads
+  try {
+    for (; started < parts; ++started) pool.emplace_back(work, started);
+  } catch (const std::system_error&) {
+    // The system refused a thread: this one runs the parts left (same result).
+  }
   work(0);
+  for (size_t p = started; p < parts; ++p) work(p);
   for (auto& t : pool) t.join();
 }
 

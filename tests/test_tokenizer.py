@@ -80,6 +80,36 @@ def test_threads_argument_changes_nothing(backend):
         assert tok.count(text, threads=threads) == tok.count(text, threads=1)
 
 
+# A child whose address space has room for ~3 more thread stacks encodes
+# 24 MB (up to 16 parts, one thread each) on 16 threads.
+FEW_THREADS = """
+import resource
+import numpy as np
+from gptfast.tokenizer import Tokenizer
+text = "En un lugar de la Mancha, de cuyo nombre no quiero acordarme\\n" * 400_000
+tok = Tokenizer.fit(text[:10_000], kind="word", backend="cpp")
+one = tok.encode(text, threads=1)
+many = np.empty_like(one)   # the output, allocated before the limit
+size = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+room = 4 * len(text) + 30 * 2**20   # the encoder's id buffer (4 bytes per input byte), and ~3 thread stacks
+resource.setrlimit(resource.RLIMIT_AS, (size + room, resource.getrlimit(resource.RLIMIT_AS)[1]))
+many[:] = tok.encode(text, threads=16)
+print("same" if np.array_equal(many, one) else "different")
+"""
+
+
+def test_threads_the_system_refuses_change_nothing(backend):
+    """When the system will not start all the encoding threads, the calling
+    thread encodes the parts left: the same ids (it used to abort)."""
+    if backend != "cpp":
+        pytest.skip("the reference encodes on one thread")
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", FEW_THREADS], capture_output=True, text=True, timeout=300)
+    assert (child.returncode, child.stdout.strip()) == (0, "same"), child.stderr[-2000:]
+
+
 def test_bad_arguments(backend):
     with pytest.raises(ValueError, match="kind"):
         Tokenizer.fit("abc", kind="bpe", backend=backend)
