@@ -21,21 +21,24 @@ def positive_int(text: str) -> int:
     return value
 
 
-def number(kind, lo=None, lo_open=False, what="number"):
-    """An argparse type: `kind(text)`, at least (or above, lo_open) `lo`."""
+def number(kind, lo=None, lo_open=False, what="number", hi=None):
+    """An argparse type: `kind(text)`, at least (or above, lo_open) `lo`, and
+    at most `hi`."""
 
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if lo is not None and (v <= lo if lo_open else v < lo):
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return v
     return parse
 
 
-POS_INT = number(int, 1, what="a positive integer")
-NONNEG_INT = number(int, 0, what="an integer >= 0")
+# Counts go to the C++ core as C ints.
+INT_MAX = 2**31 - 1
+POS_INT = number(int, 1, what=f"a positive integer up to {INT_MAX}", hi=INT_MAX)
+NONNEG_INT = number(int, 0, what=f"an integer in 0..{INT_MAX}", hi=INT_MAX)
 POS_FLOAT = number(float, 0, lo_open=True, what="a positive number")
 NONNEG_FLOAT = number(float, 0, what="a number >= 0")

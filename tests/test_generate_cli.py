@@ -124,6 +124,8 @@ def write_pickle(path):
     (["--run", "{run}", "--top-p", "1.5"], "--top-p: expected a number in (0, 1]"),
     (["--run", "{run}", "--temperature", "-0.5"], "--temperature: expected a number >= 0"),
     (["--run", "{run}", "--top-k", "x"], "--top-k"),
+    (["--run", "{run}", "--top-k", "100000000000"], "--top-k: expected an integer in 0..2147483647"),
+    (["--run", "{run}", "--max-new-tokens", "100000000000"], "expected a positive integer up to 2147483647"),
     (["--run", "{run}", "--ban", "<nope>"], "--ban '<nope>' is not a token"),
     (["--run", "{run}", "--chat"], "--chat needs a model trained on a chat export"),
     (["--run", "{run}", "--prompt-file", "{tmp}/none.txt"], "none.txt: cannot read the prompt"),
