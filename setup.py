@@ -10,7 +10,8 @@ requirement in pyproject.toml) and one by one by setuptools otherwise.
 
 The decoding engine's kernels (csrc/matvec.cpp) use AVX2/FMA/F16C when the
 compiler targets them, so a local build adds ``-march=native`` (when the
-compiler accepts it).  Set ``GPTFAST_PORTABLE=1`` to leave it out, e.g. for a
+compiler accepts it; else ``-mcpu=native``, which some ARM compilers take
+instead).  Set ``GPTFAST_PORTABLE=1`` to leave it out, e.g. for a
 wheel that must run on other machines; the kernels then use their portable
 C++ fallback.
 """
@@ -71,10 +72,14 @@ def _accepts(compiler, flag: str) -> bool:
 
 
 def _native_arch_flags(compiler) -> list:
-    """["-march=native"] for a local build with a compiler that accepts it, else []."""
+    """["-march=native"] for a local build with a compiler that accepts it;
+    else ["-mcpu=native"] (what some ARM compilers take instead); else []."""
     if os.environ.get("GPTFAST_PORTABLE") == "1":
         return []
-    return ["-march=native"] if _accepts(compiler, "-march=native") else []
+    for flag in ("-march=native", "-mcpu=native"):
+        if _accepts(compiler, flag):
+            return [flag]
+    return []
 
 
 def _openmp_flags(compiler) -> list:
