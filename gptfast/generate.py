@@ -264,8 +264,6 @@ def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_str
                                       callback=show_first_sample, **common)
         printer.finish()
         sys.stdout.write("\n")
-        for r in results[1:]:
-            print("-" * 40 + "\n" + render(tok.decode, context, r.tokens, stop_strings)[0])
     else:
         # The C++ engine times its first token itself; a per-token callback would only slow it.
         with _memory_for_samples(engine, args.num_samples):
@@ -283,7 +281,10 @@ def _generate(engine, tok, prompt, prompt_text, params, seed, stop_ids, stop_str
                    for text, r in zip(texts, results)]
         print(json.dumps({"prompt": prompt_text, "seed": seed, "samples": samples, **timing}, ensure_ascii=False))
         return
-    if not stream:
+    if stream:  # the first sample is on screen already
+        for text in texts[1:]:
+            print("-" * 40 + "\n" + text)
+    else:
         print(("\n" + "-" * 40 + "\n").join(texts))
     first_ms = f"; first token {first * 1000:.0f} ms" if first is not None else ""
     print(f"{new_tokens} tokens in {seconds:.2f} s: {timing['tokens_per_second']:,.0f} tokens/s "
