@@ -244,6 +244,14 @@ gptfast::WeightType weight_type_from(const std::string& name) {
   throw py::value_error("dtype must be float32, float16 or bfloat16, got " + name);
 }
 
+// The 16-bit type `name` names, for the conversions between float32 and it.
+gptfast::WeightType sixteen_bit_type_from(const std::string& name, const char* function) {
+  const gptfast::WeightType type = weight_type_from(name);
+  if (type == gptfast::WeightType::F32)
+    throw py::value_error(std::string(function) + " converts to and from float16 or bfloat16");
+  return type;
+}
+
 }  // namespace
 
 void bind_sampler(py::module_& m) {
@@ -371,8 +379,7 @@ void bind_sampler(py::module_& m) {
   m.def(
       "round_floats",
       [](py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& dtype) {
-        const gptfast::WeightType type = weight_type_from(dtype);
-        if (type == gptfast::WeightType::F32) throw py::value_error("round_floats rounds to float16 or bfloat16");
+        const gptfast::WeightType type = sixteen_bit_type_from(dtype, "round_floats");
         py::array_t<uint16_t> out(x.size());
         gptfast::store_floats(type, x.data(), out.mutable_data(), static_cast<int>(x.size()));
         return out;
@@ -382,8 +389,7 @@ void bind_sampler(py::module_& m) {
   m.def(
       "widen_words",
       [](py::array_t<uint16_t, py::array::c_style | py::array::forcecast> words, const std::string& dtype) {
-        const gptfast::WeightType type = weight_type_from(dtype);
-        if (type == gptfast::WeightType::F32) throw py::value_error("widen_words widens float16 or bfloat16");
+        const gptfast::WeightType type = sixteen_bit_type_from(dtype, "widen_words");
         py::array_t<float> out(words.size());
         gptfast::load_floats(type, words.data(), out.mutable_data(), static_cast<int>(words.size()));
         return out;
